@@ -1,0 +1,221 @@
+"""A minimal array namespace so one implementation serves numpy and torch.
+
+The estimators are written once against the handful of operations below.
+numpy arrays get numpy; torch tensors get torch, on their own device and dtype,
+with no host copy. torch is never imported here: a tensor is recognised by the
+module its type comes from, so ``import multireward_grpo`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["is_torch", "namespace", "as_float_array"]
+
+
+def is_torch(x: Any) -> bool:
+    """True when ``x`` is a torch tensor (checked without importing torch)."""
+    return type(x).__module__.startswith("torch") and "torch" in sys.modules
+
+
+class _NumpyOps:
+    """Array operations for numpy inputs."""
+
+    name = "numpy"
+    nan = np.nan
+
+    @staticmethod
+    def einsum(spec, *operands):
+        return np.einsum(spec, *operands)
+
+    @staticmethod
+    def sum(x, axis=None, keepdims=False):
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def sqrt(x):
+        return np.sqrt(x)
+
+    @staticmethod
+    def where(cond, a, b):
+        return np.where(cond, a, b)
+
+    @staticmethod
+    def isnan(x):
+        return np.isnan(x)
+
+    @staticmethod
+    def isfinite(x):
+        return np.isfinite(x)
+
+    @staticmethod
+    def first_true(mask, axis):
+        """Index of the first True along ``axis`` (0 where none), keepdims."""
+        return np.argmax(mask, axis=axis, keepdims=True)
+
+    @staticmethod
+    def take_along(x, idx, axis):
+        return np.take_along_axis(x, idx, axis=axis)
+
+    @staticmethod
+    def like(x, values):
+        """``values`` as an array with the dtype (and device) of ``x``."""
+        return np.asarray(values, dtype=x.dtype)
+
+    @staticmethod
+    def cast(x, like):
+        """``x`` (e.g. a bool mask) converted to the dtype of ``like``."""
+        return x.astype(like.dtype)
+
+    @staticmethod
+    def zeros(shape, like):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def full(shape, value, like):
+        return np.full(shape, value, dtype=like.dtype)
+
+    @staticmethod
+    def to_numpy(x):
+        return np.asarray(x)
+
+    @staticmethod
+    def index(values, like):
+        return np.asarray(values, dtype=np.intp)
+
+    @staticmethod
+    def group_index(ids):
+        """(inverse, counts) of the unique values of a 1-D id array."""
+        uniq, inverse, counts = np.unique(np.asarray(ids), return_inverse=True, return_counts=True)
+        return inverse.reshape(-1), counts
+
+    @staticmethod
+    def positions_in_group(inverse, counts):
+        """Rank of each element inside its group, in input order."""
+        order = np.argsort(inverse, kind="stable")
+        starts = np.cumsum(counts) - counts
+        pos = np.empty_like(inverse)
+        pos[order] = np.arange(inverse.shape[0]) - starts[inverse[order]]
+        return pos
+
+    @staticmethod
+    def is_nondecreasing(x):
+        return bool(np.all(x[1:] >= x[:-1]))
+
+
+class _TorchOps:
+    """Array operations for torch tensors (device and dtype preserved)."""
+
+    name = "torch"
+    nan = float("nan")
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+
+    def einsum(self, spec, *operands):
+        return self.torch.einsum(spec, *operands)
+
+    def sum(self, x, axis=None, keepdims=False):
+        if axis is None:
+            return self.torch.sum(x)
+        return self.torch.sum(x, dim=axis, keepdim=keepdims)
+
+    def sqrt(self, x):
+        return self.torch.sqrt(x)
+
+    def where(self, cond, a, b):
+        return self.torch.where(cond, a, b)
+
+    def isnan(self, x):
+        return self.torch.isnan(x)
+
+    def isfinite(self, x):
+        return self.torch.isfinite(x)
+
+    def first_true(self, mask, axis):
+        # torch.argmax is undefined on bool; int8 keeps it cheap.
+        return self.torch.argmax(mask.to(self.torch.int8), dim=axis, keepdim=True)
+
+    def take_along(self, x, idx, axis):
+        return self.torch.take_along_dim(x, idx, dim=axis)
+
+    def like(self, x, values):
+        return self.torch.as_tensor(values, dtype=x.dtype, device=x.device)
+
+    def cast(self, x, like):
+        return x.to(like.dtype)
+
+    def zeros(self, shape, like):
+        return self.torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+    def full(self, shape, value, like):
+        return self.torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def index(self, values, like):
+        return self.torch.as_tensor(values, dtype=self.torch.long, device=like.device)
+
+    def group_index(self, ids):
+        _, inverse, counts = self.torch.unique(ids, return_inverse=True, return_counts=True)
+        return inverse.reshape(-1), counts
+
+    def positions_in_group(self, inverse, counts):
+        torch = self.torch
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.empty_like(inverse)
+        pos[order] = torch.arange(inverse.shape[0], device=inverse.device) - starts[inverse[order]]
+        return pos
+
+    def is_nondecreasing(self, x):
+        return bool((x[1:] >= x[:-1]).all())
+
+
+_NUMPY = _NumpyOps()
+_TORCH: _TorchOps | None = None
+
+
+def namespace(x: Any):
+    """The operations object for ``x`` (numpy or torch)."""
+    global _TORCH
+    if is_torch(x):
+        if _TORCH is None:
+            _TORCH = _TorchOps()
+        return _TORCH
+    return _NUMPY
+
+
+def as_float_array(x: Any, name: str):
+    """``x`` as a floating array of its own kind, never a view that we write to.
+
+    numpy and array-likes become numpy (integers and bools become float64);
+    torch tensors stay torch (integers and bools become the default float
+    dtype) and keep their device. Object and complex input raises TypeError.
+    """
+    if is_torch(x):
+        import torch
+
+        if x.is_complex():
+            raise TypeError(f"{name} must be real-valued, got a complex tensor")
+        if not x.is_floating_point():
+            x = x.to(torch.get_default_dtype())
+        return x.detach()
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise TypeError(f"{name} could not be read as a numeric array: {err}") from None
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(np.float64)
+    elif arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must be a real numeric array, got dtype {arr.dtype}; "
+            "convert it with np.asarray(..., dtype=float) first"
+        )
+    return arr
