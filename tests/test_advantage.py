@@ -466,3 +466,16 @@ def test_bad_input_value_errors(call, match):
 def test_bad_input_type_errors(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+def test_apply_conditioning_positional_gate_form():
+    group = np.array([[1.0, 0.2, 1.0], [0.0, 0.6, 1.0], [1.0, 0.9, 0.0], [0.0, 0.1, 1.0]])
+    np.testing.assert_array_equal(apply_conditioning(group, 0, 1), apply_conditioning(group, (0, 1)))
+    np.testing.assert_array_equal(apply_conditioning(group, 0, 1, "subgroup"), apply_conditioning(group, (0, 1, "subgroup")))
+    np.testing.assert_array_equal(apply_conditioning(group, 0, 1, "none"), group)
+    with pytest.raises(TypeError, match="needs cond_idx"):
+        apply_conditioning(group, 0)
+
+
+def test_is_batch_level():
+    assert mg.is_batch_level("gdpo") and not mg.is_batch_level("na")

@@ -15,10 +15,42 @@ from multireward_grpo.advantage import (
     compute_advantage_flat,
     get_estimator,
     group_standardize,
+    is_batch_level,
     list_estimators,
     register_estimator,
     unregister_estimator,
 )
+
+# Names resolved on first use, so the import stays light and optional
+# dependencies load only with the feature that needs them.
+_LAZY = {
+    "Thm3Result": "multireward_grpo.analysis.thm3",
+    "analyze": "multireward_grpo.analysis.thm3",
+    "summary_print": "multireward_grpo.report",
+    "format_summary": "multireward_grpo.report",
+    "MockBackend": "multireward_grpo.generation",
+    "run_corpus": "multireward_grpo.generation",
+    "pack_for_analysis": "multireward_grpo.generation",
+    "save_corpus": "multireward_grpo.generation",
+    "load_corpus": "multireward_grpo.generation",
+    "plot_money_scatter": "multireward_grpo.viz",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'multireward_grpo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 try:
     __version__ = _metadata.version("multireward-grpo")
@@ -26,6 +58,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
     __version__ = "0+unknown"
 
 __all__ = [
+    *_LAZY,
     "Conditioning",
     "EstimatorOptions",
     "__version__",
@@ -35,6 +68,7 @@ __all__ = [
     "compute_advantage_flat",
     "get_estimator",
     "group_standardize",
+    "is_batch_level",
     "list_estimators",
     "register_estimator",
     "unregister_estimator",

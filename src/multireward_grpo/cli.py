@@ -12,6 +12,9 @@ import json
 import sys
 from typing import Callable, NamedTuple, Sequence
 
+from multireward_grpo import _cli_theory as _theory
+from multireward_grpo._cli_common import add_json_flag as _add_json_flag
+
 
 class _Command(NamedTuple):
     name: str
@@ -22,10 +25,6 @@ class _Command(NamedTuple):
 
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
     pass
-
-
-def _add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
 def _run_version(args: argparse.Namespace) -> int:
@@ -51,6 +50,16 @@ def _run_estimators(args: argparse.Namespace) -> int:
 _COMMANDS: list[_Command] = [
     _Command("version", "print the installed version", _no_arguments, _run_version),
     _Command("estimators", "list the registered advantage estimators (modes)", _add_json_flag, _run_estimators),
+    _Command("thm3-check", "simulate mock rollouts and check Theorem 3 (realized vs predicted gradient MSE); "
+             "exits 1 when a ratio is outside its band", _theory.add_thm3_check_arguments, _theory.run_thm3_check),
+    _Command("analyze", "check Theorem 3 on a saved corpus or a long-format rollout table (.jsonl/.parquet)",
+             _theory.add_analyze_arguments, _theory.run_analyze),
+    _Command("prop1", "Prop 1: influence of each channel on AN/NA advantages, realized vs oracle",
+             _theory.add_prop1_arguments, _theory.run_prop1),
+    _Command("prop2", "Prop 2: number of distinct advantage values (resolution) of AN and NA on a level grid",
+             _theory.add_prop2_arguments, _theory.run_prop2),
+    _Command("prop4", "Prop 4: the bias conditioning removes, simulated vs closed form, over a gamma sweep",
+             _theory.add_prop4_arguments, _theory.run_prop4),
 ]
 
 
@@ -83,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         # Input problems get one readable line, not a traceback.
         print(f"multireward-grpo {args.command}: error: {err}", file=sys.stderr)

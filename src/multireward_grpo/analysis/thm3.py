@@ -1,0 +1,463 @@
+"""Theorem 3: the correlation-aware gradient-MSE law, checked on rollouts.
+
+Model. For one group (prompt ``p``, seed ``k``) with advantages ``A_j`` and
+score projections ``g_j`` independent of the rewards, mean 0, variance
+``tau2``, the surrogate gradient is ``ghat = (1/m) sum_j A_j g_j``. Given the
+rewards, ``E[ghat] = 0`` and ``E[ghat^2] = (tau2 / m) * (1/m) sum_j A_j^2``.
+
+* NA: ``(1/m) sum_j A_j^2 = w' Chat w`` with ``Chat = (1/m) sum_j z_j z_j'`` the
+  within-group sample correlation (ddof 0), so ``MSE = (tau2/m) w' E[Chat] w``,
+  and ``E[Chat] = C + O(1/m)`` (Fisher: ``E[Chat_lk] ~ C_lk - C_lk (1 - C_lk^2) / (2m)``).
+* AN: the advantages have unit sample variance, so ``MSE ~ tau2 / m``
+  whatever the correlations.
+
+What :func:`analyze` computes, per prompt over its ``K`` seeds:
+
+``realized``  ``mean_k ghat_pk^2``. The true mean of ``ghat`` is 0 by
+    construction, so this is the unbiased MSE estimator; the variance of
+    ``ghat`` around its sample mean with ddof 0 would be biased low by
+    ``(K-1)/K``.
+``predicted`` for any mode: ``(tau2/m) mean_k (1/m) sum_j A_j^2``, the exact
+    conditional expectation. For NA it equals the law ``(tau2/m) w' Chat_p w``
+    (``predicted_per_prompt``), with ``Chat_p`` averaged over the K seeds.
+
+With ``conditioning``, the correlation and the predictions describe the
+conditioned channels the estimators see, and the influence is measured
+against the raw channels (the objective's own).
+
+A channel constant inside a group has ``z = 0`` there, so that group's
+``Chat`` has a 0 on its diagonal and is not a correlation matrix; such groups
+are counted per channel in ``degenerate_groups`` and kept in the averages
+(their advantages really are 0 on that channel).
+
+Scores are simulated as ``N(0, tau2)`` from ``score_seed`` unless given; all
+estimators share the same scores. Work is chunked over prompts, so memory
+stays bounded for any ``P * K``; results do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable, Sequence
+
+import numpy as np
+
+from multireward_grpo.advantage import (
+    EstimatorOptions,
+    apply_conditioning,
+    compute_advantage_batch,
+    get_estimator,
+    group_standardize,
+    is_batch_level,
+    parse_conditioning,
+)
+from multireward_grpo.analysis._stats import bootstrap_ratio_ci
+
+__all__ = [
+    "Thm3Result",
+    "analyze",
+    "expected_sample_correlation",
+    "fisher_expected_correlation",
+    "predicted_mse_population",
+]
+
+_DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Thm3Result:
+    """Realized vs predicted gradient MSE (Theorem 3), per prompt and pooled.
+
+    Arrays indexed by prompt have shape ``(P,)``; by channel ``(R,)``. Dicts
+    are keyed by estimator mode.
+    """
+
+    m: int
+    """Rollouts per group."""
+    P: int
+    """Prompts."""
+    K: int
+    """Seeds (independent groups) per prompt."""
+    w: np.ndarray
+    """(R,) objective weights."""
+    realized_an: np.ndarray
+    """(P,) realized MSE of AN, ``mean_k ghat^2``."""
+    realized_na: np.ndarray
+    """(P,) realized MSE of NA."""
+    predicted_per_prompt: np.ndarray
+    """(P,) the NA law ``(tau2/m) w' Chat_p w``."""
+    predicted_pooled: float
+    """The NA law with the correlation pooled over all groups."""
+    influence_an: np.ndarray
+    """(R,) Prop 1 influence ``Cov(A, z_l)`` of AN, averaged over groups (z of the raw channels)."""
+    influence_na: np.ndarray
+    """(R,) the same for NA."""
+    pooled_C: np.ndarray
+    """(R, R) ``Chat`` averaged over all groups."""
+    tau2: float = 1.0
+    """Score variance used by the predictions."""
+    modes: tuple = ("na", "an")
+    """Estimators analysed."""
+    realized: dict = field(default_factory=dict)
+    """mode -> (P,) realized MSE."""
+    predicted: dict = field(default_factory=dict)
+    """mode -> (P,) predicted MSE ``(tau2/m) mean_k (1/m) sum_j A_j^2``."""
+    influence: dict = field(default_factory=dict)
+    """mode -> (R,) influence."""
+    ratio_per_prompt: dict = field(default_factory=dict)
+    """mode -> (P,) realized / predicted."""
+    ratio_pooled: dict = field(default_factory=dict)
+    """mode -> sum_p realized / sum_p predicted."""
+    ratio_ci: dict = field(default_factory=dict)
+    """mode -> (low, high) percentile bootstrap interval of the pooled ratio, resampling prompts."""
+    confidence_level: float = 0.95
+    """Level of ``ratio_ci``."""
+    an_law: float = float("nan")
+    """``tau2 / m``, AN's MSE whatever the correlations."""
+    degenerate_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """(R,) number of (prompt, seed) groups in which the channel is constant."""
+    conditioning: tuple = ()
+    """Conditioning rules applied to the rewards before everything else."""
+    population_C: np.ndarray | None = None
+    """(R, R) population correlation, when given to :func:`analyze`."""
+    predicted_population: float | None = None
+    """``(tau2/m) w' C w`` from ``population_C``."""
+    predicted_population_fisher: float | None = None
+    """``(tau2/m) w' E[Chat] w`` with Fisher's 1/m correction of ``population_C``."""
+    predicted_population_exact: float | None = None
+    """``(tau2/m) w' E[Chat] w`` with the exact expectation for Gaussian channels."""
+
+    @property
+    def n_groups(self) -> int:
+        """Number of (prompt, seed) groups."""
+        return self.P * self.K
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serializable dict (arrays become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def fisher_expected_correlation(C, m: int) -> np.ndarray:
+    """Fisher's approximation of the expected within-group sample correlation.
+
+    Parameters
+    ----------
+    C : (R, R) array
+        Population correlation matrix.
+    m : int
+        Group size.
+
+    Returns
+    -------
+    (R, R) array
+        ``C - C (1 - C^2) / (2m)`` off the diagonal, 1 on it.
+    """
+    C = _validate_correlation(C)
+    if m < 2:
+        raise ValueError(f"m must be >= 2, got {m}")
+    expected = C - C * (1.0 - C**2) / (2.0 * m)
+    np.fill_diagonal(expected, 1.0)
+    return expected
+
+
+def _hyp2f1_half_half(c: float, x: np.ndarray) -> np.ndarray:
+    """``2F1(1/2, 1/2; c; x)`` for ``0 <= x < 1`` by its power series."""
+    k = np.arange(20000, dtype=np.float64)[:, None]
+    # term ratio t_{k+1} / t_k = (k + 1/2)^2 / ((k + c)(k + 1)) * x
+    ratios = (k + 0.5) ** 2 / ((k + c) * (k + 1.0)) * x[None, :]
+    terms = np.cumprod(np.vstack([np.ones((1, x.size)), ratios[:-1]]), axis=0)
+    return terms.sum(axis=0)
+
+
+def expected_sample_correlation(C, m: int) -> np.ndarray:
+    """Exact expected within-group sample correlation of Gaussian channels.
+
+    For bivariate normal samples of size ``m`` the Pearson correlation has
+    mean ``rho * G * 2F1(1/2, 1/2; (m+1)/2; rho^2)`` with
+    ``G = Gamma(m/2)^2 / (Gamma((m-1)/2) Gamma((m+1)/2))`` (Hotelling 1953);
+    at ``m = 2`` this is ``(2/pi) arcsin(rho)``. It equals Fisher's
+    ``rho - rho (1 - rho^2) / (2m)`` up to ``O(1/m^2)``.
+
+    Parameters
+    ----------
+    C : (R, R) array
+        Population correlation matrix.
+    m : int
+        Group size (>= 2).
+
+    Returns
+    -------
+    (R, R) array with unit diagonal.
+    """
+    from math import lgamma
+
+    C = _validate_correlation(C)
+    if m < 2:
+        raise ValueError(f"m must be >= 2, got {m}")
+    rho = np.clip(C.ravel(), -1.0, 1.0)
+    interior = np.abs(rho) < 1.0 - 1e-12
+    G = np.exp(2 * lgamma(m / 2) - lgamma((m - 1) / 2) - lgamma((m + 1) / 2))
+    expected = rho.copy()  # |rho| = 1 gives r = rho exactly
+    expected[interior] = rho[interior] * G * _hyp2f1_half_half((m + 1) / 2, rho[interior] ** 2)
+    expected = expected.reshape(C.shape)
+    np.fill_diagonal(expected, 1.0)
+    return expected
+
+
+def predicted_mse_population(C, w, m: int, *, tau2: float = 1.0, correction: str = "fisher") -> float:
+    """The NA law from a population correlation: ``(tau2/m) w' E[Chat] w``.
+
+    Parameters
+    ----------
+    C : (R, R) array
+    w : (R,) array
+    m : int
+    tau2 : float
+    correction : {"fisher", "exact", "none"}
+        ``E[Chat]`` by Fisher's 1/m approximation, by the exact Gaussian
+        expectation (:func:`expected_sample_correlation`), or ``C`` itself.
+    """
+    C = _validate_correlation(C)
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (C.shape[0],):
+        raise ValueError(f"C is {C.shape[0]}x{C.shape[0]} but w has shape {w.shape}")
+    expected = {"fisher": fisher_expected_correlation, "exact": expected_sample_correlation}
+    if correction not in ("fisher", "exact", "none"):
+        raise ValueError(f"correction must be 'fisher', 'exact' or 'none', got {correction!r}")
+    Chat = C if correction == "none" else expected[correction](C, m)
+    return float(tau2 / m * w @ Chat @ w)
+
+
+def _validate_correlation(C) -> np.ndarray:
+    C = np.array(C, dtype=np.float64)
+    if C.ndim != 2 or C.shape[0] != C.shape[1]:
+        raise ValueError(f"a correlation matrix must be square (R, R); got shape {C.shape}")
+    if not np.all(np.isfinite(C)):
+        raise ValueError("the correlation matrix has non-finite entries")
+    if not np.allclose(C, C.T, atol=1e-10):
+        raise ValueError("the correlation matrix must be symmetric")
+    if not np.allclose(np.diag(C), 1.0, atol=1e-10):
+        raise ValueError(f"a correlation matrix has 1 on its diagonal; got {np.diag(C).tolist()}")
+    return C
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _validate(rewards, w, tau2, scores, C, modes):
+    rewards = np.asarray(rewards)
+    if rewards.dtype.kind not in "biuf":
+        raise TypeError(f"rewards must be a real numeric array, got dtype {rewards.dtype}")
+    if rewards.ndim != 4:
+        raise ValueError(
+            f"rewards must be (P, K, m, R) = prompts x seeds x rollouts x channels; got shape {rewards.shape}"
+        )
+    P, K, m, R = rewards.shape
+    if P < 1 or R < 1:
+        raise ValueError(f"rewards has no prompts or no channels: shape {rewards.shape}")
+    if K < 2:
+        raise ValueError(f"K (seeds per prompt) must be >= 2 to estimate an MSE across seeds; got K={K}")
+    if m < 2:
+        raise ValueError(f"m (rollouts per group) must be >= 2 for a group-relative advantage; got m={m}")
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (R,):
+        raise ValueError(f"rewards has {R} channels but w has shape {w.shape}; pass one weight per channel")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError(f"w must be finite, >= 0 and not all zero; got {w.tolist()}")
+    if not np.all(np.isfinite(rewards)):
+        bad = np.argwhere(~np.isfinite(rewards))[0]
+        raise ValueError(
+            f"rewards must be finite; found {rewards[tuple(bad)]} at prompt {bad[0]}, seed {bad[1]}, "
+            f"rollout {bad[2]}, channel {bad[3]}. Drop or re-score the prompts with missing rewards"
+        )
+    if not (np.isfinite(tau2) and tau2 > 0):
+        raise ValueError(f"tau2 (score variance) must be a positive number, got {tau2!r}")
+    if scores is not None:
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != (P, K, m):
+            raise ValueError(f"scores must be (P, K, m) = {(P, K, m)}; got shape {scores.shape}")
+        if not np.all(np.isfinite(scores)):
+            raise ValueError("scores must be finite")
+    if C is not None:
+        C = _validate_correlation(C)
+        if C.shape[0] != R:
+            raise ValueError(f"C is {C.shape[0]}x{C.shape[0]} but rewards have {R} channels")
+    modes = tuple(dict.fromkeys(("na", "an") + tuple(m_.strip().lower() for m_ in modes)))
+    for mode in modes:
+        get_estimator(mode)
+        if is_batch_level(mode):
+            raise ValueError(
+                f"mode {mode!r} couples the groups of a batch, which has no meaning for one "
+                "(prompt, seed) group; analyse its per-group part (e.g. 'na' for 'gdpo')"
+            )
+    return rewards.astype(np.float64, copy=False), w, scores, C, modes
+
+
+def _chunks(P: int, per_prompt_bytes: int, chunk_bytes: int):
+    step = max(1, chunk_bytes // max(per_prompt_bytes, 1))
+    return [(start, min(P, start + step)) for start in range(0, P, step)]
+
+
+def analyze(
+    rewards_pkmr,
+    w,
+    score_seed: int = 0,
+    *,
+    tau2: float = 1.0,
+    scores=None,
+    modes: Sequence[str] = ("na", "an"),
+    conditioning=None,
+    eps: float = 1e-8,
+    C=None,
+    n_resamples: int = 2000,
+    confidence_level: float = 0.95,
+    chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> Thm3Result:
+    """Check Theorem 3 on a rollout tensor.
+
+    Parameters
+    ----------
+    rewards_pkmr : (P, K, m, R) array
+        Rewards of ``P`` prompts x ``K`` seeds x ``m`` rollouts x ``R`` channels.
+    w : (R,) array
+        Objective weights.
+    score_seed : int
+        Seed of the simulated scores and of the bootstrap.
+    tau2 : float
+        Variance of the score projections ``g``.
+    scores : (P, K, m) array, optional
+        Your own score projections instead of simulated ``N(0, tau2)`` ones
+        (``tau2`` should then be their variance).
+    modes : sequence of str
+        Estimators to analyse; ``"na"`` and ``"an"`` are always included.
+        Batch-level estimators (``"gdpo"``) are refused.
+    conditioning : optional
+        Rules as in :func:`~multireward_grpo.advantage.apply_conditioning`,
+        applied to the rewards first; the correlation and the predictions then
+        describe the conditioned channels, the influence the raw ones.
+    eps : float
+        Added to group standard deviations.
+    C : (R, R) array, optional
+        Population correlation, to report ``(tau2/m) w'Cw`` and its Fisher
+        correction next to the realized values.
+    n_resamples : int
+        Bootstrap resamples (over prompts) for the pooled-ratio intervals; 0 skips.
+    confidence_level : float
+        Level of the bootstrap intervals.
+    chunk_bytes : int
+        Work is done on slices of prompts of about this many bytes.
+    progress : callable(done, total), optional
+        Called after each chunk of prompts.
+
+    Returns
+    -------
+    Thm3Result
+    """
+    rewards, w, scores, C, modes = _validate(rewards_pkmr, w, tau2, scores, C, modes)
+    rules = parse_conditioning(conditioning)
+    for rule in rules:
+        rule.check_channels(rewards.shape[-1])
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level}")
+    P, K, m, R = rewards.shape
+    options = EstimatorOptions(eps=eps)
+    score_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(score_seed).spawn(2))
+
+    sum_C_prompt = np.zeros((P, R, R))
+    realized = {mode: np.zeros(P) for mode in modes}
+    mean_sq = {mode: np.zeros(P) for mode in modes}
+    influence_sum = {mode: np.zeros(R) for mode in modes}
+    degenerate = np.zeros(R, dtype=np.int64)
+    for start, stop in _chunks(P, K * m * R * 8 * 6, chunk_bytes):
+        raw = rewards[start:stop].reshape(-1, m, R)  # (G, m, R)
+        block = apply_conditioning(raw, rules) if rules else raw
+        g = (
+            scores[start:stop].reshape(-1, m)
+            if scores is not None
+            else np.sqrt(tau2) * score_rng.standard_normal((stop - start) * K * m).reshape(-1, m)
+        )  # (G, m)
+        z = group_standardize(block, options=options)  # (G, m, R), what the estimators see
+        # Influence (Prop 1) is measured against the objective's own channels.
+        z_raw = group_standardize(raw, options=options) if rules else z
+        Chat = np.einsum("gmi,gmj->gij", z, z) / m  # (G, R, R)
+        sum_C_prompt[start:stop] = Chat.reshape(stop - start, K, R, R).sum(1)
+        # z is exactly 0 on a constant channel and not otherwise, so its diagonal tells.
+        degenerate += np.sum(np.diagonal(Chat, axis1=1, axis2=2) == 0, axis=0)
+        for mode in modes:
+            adv = compute_advantage_batch(block, w, mode, eps=eps)  # (G, m)
+            ghat = np.einsum("gm,gm->g", adv, g) / m
+            realized[mode][start:stop] = (ghat**2).reshape(-1, K).mean(1)
+            mean_sq[mode][start:stop] = np.einsum("gm,gm->g", adv, adv).reshape(-1, K).mean(1) / m
+            influence_sum[mode] += np.einsum("gm,gml->l", adv, z_raw) / m
+        if progress is not None:
+            progress(stop, P)
+
+    C_prompt = sum_C_prompt / K
+    pooled_C = C_prompt.mean(0)
+    predicted = {mode: tau2 / m * mean_sq[mode] for mode in modes}
+    influence = {mode: influence_sum[mode] / (P * K) for mode in modes}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_per_prompt = {mode: realized[mode] / predicted[mode] for mode in modes}
+    ratio_pooled = {mode: _safe_ratio(realized[mode].sum(), predicted[mode].sum()) for mode in modes}
+    ratio_ci = {
+        mode: bootstrap_ratio_ci(
+            realized[mode], predicted[mode], n_resamples=n_resamples, confidence_level=confidence_level, rng=boot_rng
+        )
+        for mode in modes
+    }
+    return Thm3Result(
+        m=m,
+        P=P,
+        K=K,
+        w=w.copy(),
+        realized_an=realized["an"],
+        realized_na=realized["na"],
+        predicted_per_prompt=tau2 / m * np.einsum("i,pij,j->p", w, C_prompt, w),
+        predicted_pooled=float(tau2 / m * w @ pooled_C @ w),
+        influence_an=influence["an"],
+        influence_na=influence["na"],
+        pooled_C=pooled_C,
+        tau2=float(tau2),
+        modes=modes,
+        realized=realized,
+        predicted=predicted,
+        influence=influence,
+        ratio_per_prompt=ratio_per_prompt,
+        ratio_pooled=ratio_pooled,
+        ratio_ci=ratio_ci,
+        confidence_level=confidence_level,
+        an_law=tau2 / m,
+        degenerate_groups=degenerate,
+        conditioning=rules,
+        population_C=C,
+        **_population_predictions(C, w, m, tau2),
+    )
+
+
+def _population_predictions(C, w, m, tau2) -> dict:
+    keys = {"none": "predicted_population", "fisher": "predicted_population_fisher", "exact": "predicted_population_exact"}
+    if C is None:
+        return {key: None for key in keys.values()}
+    return {key: predicted_mse_population(C, w, m, tau2=tau2, correction=c) for c, key in keys.items()}
+
+
+def _safe_ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else float("nan")

@@ -1,0 +1,29 @@
+"""Rollout generation: backends and rollout corpora.
+
+``import multireward_grpo.generation`` loads numpy and scipy only; pyarrow is
+imported when a parquet file is read or written.
+"""
+
+from multireward_grpo.generation.corpus import (
+    Corpus,
+    load_corpus,
+    load_long_table,
+    pack_for_analysis,
+    run_corpus,
+    save_corpus,
+)
+from multireward_grpo.generation.mock import Bernoulli, Beta, Gaussian, MockBackend, Uniform
+
+__all__ = [
+    "Bernoulli",
+    "Beta",
+    "Corpus",
+    "Gaussian",
+    "MockBackend",
+    "Uniform",
+    "load_corpus",
+    "load_long_table",
+    "pack_for_analysis",
+    "run_corpus",
+    "save_corpus",
+]

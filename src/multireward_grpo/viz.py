@@ -1,0 +1,511 @@
+"""Plots of the theory harness: Theorem 3, Prop 1 and Prop 4.
+
+Every function writes one figure to ``out_path`` (PNG unless the suffix names
+another format matplotlib knows, e.g. ``.pdf``) and returns a small dict of
+the numbers it drew, so scripts and tests can check them without reading
+pixels.
+
+matplotlib is imported inside the functions, never at module import, so
+``import multireward_grpo.viz`` stays light. Figures are drawn on an explicit
+Agg canvas without ``pyplot``: no window ever opens, the caller's backend
+(e.g. a notebook's) is left alone, and no figure lingers in pyplot's registry.
+
+Functions
+---------
+plot_money_scatter  predicted vs realized gradient MSE per prompt (Theorem 3)
+plot_mse_vs_m       pooled realized MSE against m, with the laws (Theorem 3)
+plot_influence      per-channel influence of each estimator (Prop 1)
+plot_bias_vs_gamma  removed bias against the model's gamma (Prop 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from multireward_grpo.analysis.thm3 import Thm3Result
+
+__all__ = ["plot_bias_vs_gamma", "plot_influence", "plot_money_scatter", "plot_mse_vs_m"]
+
+_INSTALL_HINT = 'plotting needs matplotlib: pip install "multireward-grpo[viz]"'
+_MODE_COLORS = {"na": "tab:blue", "an": "tab:red"}
+_OTHER_COLORS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan")
+_Z95 = 1.96
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _new_figure(figsize=(6.4, 4.8)):
+    """A figure on an Agg canvas, or ImportError naming the extra to install."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError(_INSTALL_HINT) from exc
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out_path) -> str:
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # bbox "tight" keeps long legends and titles from being clipped at the edge.
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return str(path)
+
+
+def _color(mode: str, index: int) -> str:
+    return _MODE_COLORS.get(mode, _OTHER_COLORS[index % len(_OTHER_COLORS)])
+
+
+def _label(mode: str) -> str:
+    return mode.upper() if mode in _MODE_COLORS else mode
+
+
+def _vector(values, name: str, length: int | None = None) -> np.ndarray:
+    """A finite 1-D float array, optionally of a given length."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers; got shape {arr.shape}")
+    if length is not None and arr.size != length:
+        raise ValueError(f"{name} has {arr.size} entries but {length} were expected; pass one per point")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.argmin(np.isfinite(arr)))
+        raise ValueError(f"{name} must be finite; entry {bad} is {arr[bad]}")
+    return arr
+
+
+def _positive(arr: np.ndarray, name: str, hint: str) -> np.ndarray:
+    if np.any(arr <= 0):
+        bad = np.flatnonzero(arr <= 0)
+        raise ValueError(
+            f"{name} must be > 0 on a log axis; entries {bad[:5].tolist()} are {arr[bad[:5]].tolist()}. {hint}"
+        )
+    return arr
+
+
+def _loglog_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares line of log(y) on log(x): (slope, intercept, R^2); NaN where undefined."""
+    lx, ly = np.log(x), np.log(y)
+    dx, dy = lx - lx.mean(), ly - ly.mean()
+    sxx, syy = float(dx @ dx), float(dy @ dy)
+    if lx.size < 2 or sxx == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope = float(dx @ dy) / sxx
+    intercept = float(ly.mean() - slope * lx.mean())
+    resid = dy - slope * dx
+    r2 = 1.0 - float(resid @ resid) / syy if syy > 0 else float("nan")
+    return slope, intercept, r2
+
+
+def _mode_arrays(result, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(realized, predicted) per prompt of one mode, falling back to the NA/AN fields."""
+    realized, predicted = getattr(result, "realized", {}) or {}, getattr(result, "predicted", {}) or {}
+    if mode in realized and mode in predicted:
+        return np.asarray(realized[mode], float), np.asarray(predicted[mode], float)
+    if mode == "na":
+        return np.asarray(result.realized_na, float), np.asarray(result.predicted_per_prompt, float)
+    if mode == "an":
+        real = np.asarray(result.realized_an, float)
+        return real, np.full(real.shape, float(result.an_law))
+    raise ValueError(f"the result has no realized/predicted MSE for mode {mode!r}")
+
+
+def _result_modes(result) -> list[str]:
+    # NA and AN are always analysed; draw them first so their colours stay put.
+    modes = list(getattr(result, "modes", ()) or ())
+    return ["na", "an"] + [m for m in modes if m not in ("na", "an")]
+
+
+def _ratio_label(result, mode: str) -> str:
+    ratio = (getattr(result, "ratio_pooled", {}) or {}).get(mode)
+    if ratio is None:
+        return _label(mode)
+    lo, hi = (getattr(result, "ratio_ci", {}) or {}).get(mode, (float("nan"), float("nan")))
+    level = 100 * float(getattr(result, "confidence_level", 0.95))
+    ci = f" [{lo:.3f}, {hi:.3f}] {level:g}% CI" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{_label(mode)}: realized/predicted = {ratio:.3f}{ci}"
+
+
+# --------------------------------------------------------------------------- Theorem 3
+
+
+def plot_money_scatter(result: Thm3Result, out_path, title_suffix: str = "", *, title: str | None = None,
+                       drop_nonpositive: bool = False) -> dict:
+    """Per-prompt predicted vs realized gradient MSE on log-log axes (Theorem 3).
+
+    NA (blue) is plotted at ``x = predicted['na']``, AN (red) at
+    ``x = predicted['an']``, other analysed modes in other colours; the
+    ``y = x`` line is where the law holds exactly. The legend gives each
+    mode's pooled ratio with its bootstrap interval, and a dashed blue line
+    the least-squares fit of ``log(realized)`` on ``log(predicted)`` for NA.
+    When the prompts' predictions span a narrow range (similar correlations
+    everywhere) that slope is dominated by seed noise; the pooled ratio is
+    then the sharper test of the law.
+
+    Parameters
+    ----------
+    result : Thm3Result
+        From :func:`multireward_grpo.analysis.thm3.analyze`.
+    out_path : str or path-like
+        Where to write the figure.
+    title_suffix : str
+        Appended to the default title.
+    title : str, optional
+        Replaces the whole title.
+    drop_nonpositive : bool
+        Leave out prompts whose realized or predicted MSE is <= 0 (prompts
+        whose groups are all degenerate) instead of raising; they cannot be
+        placed on a log axis. The count is returned as ``n_dropped``.
+
+    Returns
+    -------
+    dict
+        ``slope``, ``intercept``, ``r2`` (NA's log-log fit; NaN when all
+        predicted values are equal), ``n_points`` (NA prompts drawn),
+        ``n_dropped`` (mode -> prompts left out), ``ratio_pooled`` and ``ratio_ci`` (mode -> value), ``path``.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths, no prompts, or MSEs <= 0 without ``drop_nonpositive``.
+    """
+    fig = _new_figure((7.0, 6.0))
+    ax = fig.add_subplot()
+    drawn, n_dropped = {}, {}
+    for i, mode in enumerate(_result_modes(result)):
+        x, y, n_dropped[mode] = _scatter_points(result, mode, drop_nonpositive)
+        drawn[mode] = (x, y)
+        ax.scatter(x, y, s=14, alpha=0.6, color=_color(mode, i), label=_ratio_label(result, mode), zorder=3)
+    slope, intercept, r2 = _loglog_fit(*drawn["na"])
+    lo, hi = _span(np.concatenate([np.concatenate(v) for v in drawn.values()]))
+    ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, label="y = x (law holds)")
+    if np.isfinite(slope):
+        xs = np.array([lo, hi])
+        ax.plot(xs, np.exp(intercept) * xs**slope, "--", color="tab:blue", lw=1,
+                label=f"NA fit: slope {slope:.3f}, R² = {r2:.3f}")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
+           xlabel="predicted gradient MSE per prompt", ylabel="realized gradient MSE per prompt (mean over seeds)")
+    m, P, K = getattr(result, "m", "?"), getattr(result, "P", len(drawn["na"][0])), getattr(result, "K", "?")
+    default = f"Theorem 3: predicted vs realized (m={m}, P={P}, K={K}){title_suffix}"
+    ax.set_title(title if title is not None else default)
+    ax.legend(loc="upper left", fontsize="small")
+    return {"slope": slope, "intercept": intercept, "r2": r2, "n_points": int(drawn["na"][0].size),
+            "n_dropped": n_dropped, "ratio_pooled": dict(getattr(result, "ratio_pooled", {}) or {}),
+            "ratio_ci": dict(getattr(result, "ratio_ci", {}) or {}), "path": _save(fig, out_path)}
+
+
+def _scatter_points(result, mode: str, drop_nonpositive: bool):
+    realized, predicted = _mode_arrays(result, mode)
+    x = _vector(predicted, f"predicted[{mode!r}]")
+    y = _vector(realized, f"realized[{mode!r}]", x.size)
+    keep = (x > 0) & (y > 0)
+    if drop_nonpositive:
+        if not keep.any():
+            raise ValueError(f"no prompt of mode {mode!r} has a positive realized and predicted MSE to plot")
+        return x[keep], y[keep], int(np.sum(~keep))
+    hint = "Pass drop_nonpositive=True to leave such (all-degenerate) prompts out, or drop them before analyze()."
+    _positive(x, f"predicted MSE of {mode!r}", hint)
+    _positive(y, f"realized MSE of {mode!r}", hint)
+    return x, y, 0
+
+
+def _span(values: np.ndarray) -> tuple[float, float]:
+    # A margin on both sides so the extreme points are not cut by the frame.
+    lo, hi = float(values.min()), float(values.max())
+    return lo / 1.25, hi * 1.25
+
+
+def plot_mse_vs_m(results_by_m: Mapping[int, Thm3Result] | Sequence[Thm3Result], out_path, *,
+                  title: str | None = None) -> dict:
+    """Pooled realized gradient MSE against ``m`` on log-log axes, with the laws.
+
+    For NA and AN: the mean over prompts of the realized MSE, with error bars
+    of ``z`` standard errors across prompts (``z`` from the results'
+    ``confidence_level``; none when a result has one prompt), against the
+    predicted law (NA: ``predicted_pooled`` at each m; AN: ``tau2/m``), the
+    population law with Fisher's correction when every result has one, and a
+    grey ``1/m`` reference line.
+
+    Parameters
+    ----------
+    results_by_m : dict int -> Thm3Result, or sequence of Thm3Result
+        One analysis per group size; a sequence is keyed by each ``result.m``.
+    out_path : str or path-like
+    title : str, optional
+
+    Returns
+    -------
+    dict
+        ``slopes`` (mode -> fitted log-log slope, ~ -1 when the law holds),
+        ``m`` (sorted list), ``realized_mean``, ``error`` and ``predicted``
+        (mode -> list over m), ``path``.
+
+    Raises
+    ------
+    ValueError
+        On fewer than two distinct m, a key that is not its result's m, or a
+        pooled MSE <= 0.
+    """
+    items = _by_m(results_by_m)
+    ms = np.array([m for m, _ in items], dtype=np.float64)
+    fig = _new_figure((7.0, 5.2))
+    ax = fig.add_subplot()
+    out = {"slopes": {}, "m": [int(m) for m in ms], "realized_mean": {}, "error": {}, "predicted": {}}
+    handles = []  # explicit order: matplotlib would list the error bars after every line
+    for i, mode in enumerate(("na", "an")):
+        mean, err, law = _pooled(items, mode)
+        slope = _loglog_fit(ms, mean)[0]
+        handles.append(ax.errorbar(ms, mean, yerr=err, fmt="o", color=_color(mode, i), capsize=3,
+                                   label=f"{_label(mode)} realized (slope {slope:.3f})", zorder=3))
+        handles += ax.plot(ms, law, "-", color=_color(mode, i), lw=1.2,
+                           label="NA law (τ²/m)·wᵀĈw" if mode == "na" else "AN law τ²/m")
+        out["slopes"][mode], out["realized_mean"][mode] = slope, mean.tolist()
+        out["error"][mode], out["predicted"][mode] = err.tolist(), law.tolist()
+    handles += _population_line(ax, items, ms)
+    ref = 2.0 * max(out["realized_mean"]["na"][0], out["realized_mean"]["an"][0]) * ms[0] / ms
+    handles += ax.plot(ms, ref, ":", color="0.5", label="∝ 1/m reference")
+    _log_m_axis(ax, ms)
+    ax.set(ylabel="gradient MSE (mean over prompts)")
+    ax.set_title(title if title is not None else "Theorem 3: gradient MSE vs group size m")
+    ax.legend(handles=handles, fontsize="small")
+    out["path"] = _save(fig, out_path)
+    return out
+
+
+def _by_m(results_by_m) -> list:
+    if isinstance(results_by_m, Mapping):
+        items = list(results_by_m.items())
+        for key, res in items:
+            if int(key) != int(res.m):
+                raise ValueError(f"results_by_m[{key}] holds a result with m={res.m}; key each result by its own m")
+    else:
+        items = [(int(res.m), res) for res in results_by_m]
+    ms = [int(m) for m, _ in items]
+    if len(set(ms)) != len(ms):
+        raise ValueError(f"several results share an m ({sorted(ms)}); pass one result per group size")
+    if len(ms) < 2:
+        raise ValueError(f"need results at >= 2 distinct values of m to draw a trend; got m = {ms}")
+    if min(ms) < 1:
+        raise ValueError(f"m must be positive to sit on a log axis; got m = {sorted(ms)}")
+    return sorted(((int(m), r) for m, r in items), key=lambda kv: kv[0])
+
+
+def _pooled(items, mode: str):
+    from scipy.stats import norm
+
+    mean, err, law = [], [], []
+    for m, res in items:
+        realized = _vector(_mode_arrays(res, mode)[0], f"realized[{mode!r}] at m={m}")
+        z = norm.ppf(0.5 + float(getattr(res, "confidence_level", 0.95)) / 2)
+        mean.append(realized.mean())
+        err.append(z * realized.std(ddof=1) / np.sqrt(realized.size) if realized.size > 1 else 0.0)
+        law.append(float(res.predicted_pooled) if mode == "na" else float(res.an_law))
+    hint = "Every m needs prompts with non-degenerate groups; drop all-constant prompts before analyze()."
+    mean = _positive(np.array(mean), f"pooled realized MSE of {mode!r}", hint)
+    return mean, np.array(err), _positive(np.array(law), f"{mode!r} law", hint)
+
+
+def _population_line(ax, items, ms) -> list:
+    pop = [getattr(r, "predicted_population_fisher", None) for _, r in items]
+    if not all(p is not None and np.isfinite(p) and p > 0 for p in pop):
+        return []
+    return ax.plot(ms, pop, "--", color="tab:blue", lw=1, label="NA population law (τ²/m)·wᵀE[Ĉ]w (Fisher)")
+
+
+def _log_m_axis(ax, ms) -> None:
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ax.set(xscale="log", yscale="log", xlabel="rollouts per group m")
+    # Tick exactly the m values that were run; decade ticks would hide them.
+    ax.xaxis.set_major_locator(FixedLocator(ms))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(ms[0] / 1.25, ms[-1] * 1.25)
+
+
+# --------------------------------------------------------------------------- Prop 1
+
+
+def plot_influence(result_or_dict: Thm3Result | Mapping[str, Any], out_path, *,
+                   oracle: Mapping[str, Any] | None = None, channel_names: Sequence[str] | None = None,
+                   normalize: bool = True, title: str | None = None) -> dict:
+    """Grouped bars of each estimator's per-channel influence (Prop 1).
+
+    The influence of channel ``l`` on advantage ``A`` is ``Cov(A, z_l)``.
+    Its share is ``infl_l / sum_k |infl_k|`` (the absolute sum keeps the sign
+    of a negatively correlated channel); the shares are what Prop 1 compares:
+    NA's follow ``w``, AN's lean toward the noisy channels.
+
+    Parameters
+    ----------
+    result_or_dict : Thm3Result or dict mode -> (R,) array
+        A Thm3Result (its ``influence`` dict, or ``influence_na`` /
+        ``influence_an`` when that is empty) or the influences themselves.
+    out_path : str or path-like
+    oracle : dict mode -> (R,) array, optional
+        Predicted influences (e.g. the oracle closed forms of
+        :mod:`multireward_grpo.analysis.influence`), drawn as black diamonds
+        on the bars of the same mode and normalized like them.
+    channel_names : sequence of R str, optional
+        Defaults to ``ch0 ... ch{R-1}``.
+    normalize : bool
+        Draw shares (default) or raw influences.
+    title : str, optional
+
+    Returns
+    -------
+    dict
+        ``shares`` and ``influence`` (mode -> list over channels; shares NaN
+        for an all-zero mode), ``oracle_shares`` (mode -> list), ``channels``, ``path``.
+
+    Raises
+    ------
+    ValueError
+        On no modes, modes of different lengths, an oracle mode absent from
+        the influences or of the wrong length, or a wrong number of names.
+    """
+    influence = _influence_dict(result_or_dict)
+    R = next(iter(influence.values())).size
+    names = _channel_names(channel_names, R)
+    oracle = {mode: _vector(v, f"oracle[{mode!r}]", R) for mode, v in (oracle or {}).items()}
+    for mode in oracle:
+        if mode not in influence:
+            raise ValueError(f"oracle has mode {mode!r} but the influences have modes {list(influence)}")
+    scale = _shares if normalize else (lambda v: v)
+    # Widen with the number of bars, but cap it so many channels stay legible on a page.
+    fig = _new_figure((min(12.0, max(6.0, 0.45 * R * len(influence) + 3.0)), 4.8))
+    ax = fig.add_subplot()
+    width, oracle_label = 0.8 / len(influence), "oracle prediction"
+    x = np.arange(R, dtype=np.float64)
+    for i, (mode, infl) in enumerate(influence.items()):
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, np.nan_to_num(scale(infl)), width, color=_color(mode, i), label=f"{_label(mode)} realized")
+        if mode in oracle:
+            ax.plot(pos, scale(oracle[mode]), "D", color="black", ms=6, label=oracle_label)
+            oracle_label = None  # one legend entry for all oracle markers
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.set_xticks(x, names)
+    ax.set(xlabel="reward channel", ylabel="influence share" if normalize else "influence Cov(A, z_ℓ)")
+    ax.set_title(title if title is not None else "Prop 1: per-channel influence")
+    ax.legend(fontsize="small")
+    return {"shares": {k: _shares(v).tolist() for k, v in influence.items()},
+            "influence": {k: v.tolist() for k, v in influence.items()},
+            "oracle_shares": {k: _shares(v).tolist() for k, v in oracle.items()},
+            "channels": names, "path": _save(fig, out_path)}
+
+
+def _influence_dict(result_or_dict) -> dict[str, np.ndarray]:
+    if isinstance(result_or_dict, Mapping):
+        raw = dict(result_or_dict)
+    else:
+        raw = dict(getattr(result_or_dict, "influence", {}) or {}) or {
+            "na": result_or_dict.influence_na, "an": result_or_dict.influence_an}
+    if not raw:
+        raise ValueError("no influences to plot; pass a Thm3Result or a dict mode -> (R,) array")
+    first = np.asarray(next(iter(raw.values()))).size
+    return {str(mode): _vector(v, f"influence[{mode!r}]", first) for mode, v in raw.items()}
+
+
+def _channel_names(channel_names, R: int) -> list[str]:
+    if channel_names is None:
+        return [f"ch{i}" for i in range(R)]
+    names = [str(n) for n in channel_names]
+    if len(names) != R:
+        raise ValueError(f"channel_names has {len(names)} names but there are {R} channels; pass one per channel")
+    return names
+
+
+def _shares(values: np.ndarray) -> np.ndarray:
+    total = float(np.abs(values).sum())
+    return values / total if total > 0 else np.full(values.shape, np.nan)
+
+
+# --------------------------------------------------------------------------- Prop 4
+
+
+def plot_bias_vs_gamma(gammas, beta_hat, stderr, predicted, out_path, *, gamma_star: float | None = None,
+                       title: str | None = None) -> dict:
+    """The bias conditioning removes, against the model's gamma (Prop 4).
+
+    Draws the simulated ``beta_hat`` with ``±1.96`` standard-error bars, the
+    closed-form line, the zero line and a vertical line at ``gamma*``, and
+    locates where the curves cross 0 by linear interpolation between
+    neighbouring gammas.
+
+    Parameters
+    ----------
+    gammas : (k,) array
+        Distinct model gammas, k >= 2 (any order; they are sorted).
+    beta_hat, stderr : (k,) arrays
+        Simulated bias and its standard error (>= 0), e.g. from
+        :func:`multireward_grpo.analysis.bias.simulate_bias`.
+    predicted : (k,) array or None
+        Closed form :func:`~multireward_grpo.analysis.bias.predicted_bias` at
+        the same gammas; None leaves the line out.
+    out_path : str or path-like
+    gamma_star : float, optional
+        Where the closed form changes sign.
+    title : str, optional
+
+    Returns
+    -------
+    dict
+        ``crossing`` (first zero of the simulated curve, NaN if none),
+        ``crossings`` (all of them), ``crossing_predicted`` (NaN if none or
+        no ``predicted``), ``gamma_star``, ``path``.
+
+    Raises
+    ------
+    ValueError
+        On mismatched lengths, fewer than two or repeated gammas, non-finite
+        values or a negative standard error.
+    """
+    g, beta, se, pred = _bias_inputs(gammas, beta_hat, stderr, predicted)
+    crossings = _zero_crossings(g, beta)
+    fig = _new_figure((7.0, 4.8))
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.3", lw=0.8)
+    ax.errorbar(g, beta, yerr=_Z95 * se, fmt="o", color="tab:blue", capsize=3, label="simulated β̂ ± 1.96 SE")
+    if pred is not None:
+        ax.plot(g, pred, "-", color="tab:red", label="closed form β(γ)")
+    if gamma_star is not None:
+        gamma_star = float(_vector([gamma_star], "gamma_star")[0])
+        ax.axvline(gamma_star, ls="--", color="0.4", label=f"γ* = {gamma_star:.4g}")
+    if crossings:
+        ax.plot(crossings[:1], [0.0], "x", color="black", ms=9, mew=2,
+                label=f"simulated zero at γ = {crossings[0]:.4g}")
+    ax.set(xlabel="model γ (how much b matters where the gate fails)", ylabel="removed bias β")
+    ax.set_title(title if title is not None else "Prop 4: bias removed by conditioning vs γ")
+    ax.legend(fontsize="small")
+    pred_cross = _zero_crossings(g, pred) if pred is not None else []
+    return {"crossing": crossings[0] if crossings else float("nan"), "crossings": crossings,
+            "crossing_predicted": pred_cross[0] if pred_cross else float("nan"),
+            "gamma_star": gamma_star, "path": _save(fig, out_path)}
+
+
+def _bias_inputs(gammas, beta_hat, stderr, predicted):
+    g = _vector(gammas, "gammas")
+    if g.size < 2 or np.unique(g).size != g.size:
+        raise ValueError(f"gammas must hold >= 2 distinct values; got {g.tolist()}")
+    beta = _vector(beta_hat, "beta_hat", g.size)
+    se = _vector(stderr, "stderr", g.size)
+    if np.any(se < 0):
+        raise ValueError(f"stderr must be >= 0 (a standard error); got {se.tolist()}")
+    pred = None if predicted is None else _vector(predicted, "predicted", g.size)
+    order = np.argsort(g)
+    return g[order], beta[order], se[order], None if pred is None else pred[order]
+
+
+def _zero_crossings(x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Roots of the piecewise-linear curve through (x, y), x sorted ascending."""
+    roots = set(x[y == 0].tolist())
+    i = np.flatnonzero(y[:-1] * y[1:] < 0)
+    roots.update((x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i])).tolist())
+    return sorted(float(r) for r in roots)

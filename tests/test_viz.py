@@ -1,0 +1,248 @@
+"""Plots of the theory harness: files written, numbers returned, inputs checked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from scipy.stats import norm
+
+from multireward_grpo import viz
+from multireward_grpo.analysis.thm3 import Thm3Result, analyze
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path) -> None:
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+def make_result(m=8, realized_na=None, predicted_na=None, realized_an=None, *, tau2=1.0, P=20, seed=0, **extra):
+    """A Thm3Result built by hand, so the plotted numbers are known exactly."""
+    rng = np.random.default_rng(seed)
+    pred_na = np.asarray(predicted_na if predicted_na is not None else rng.uniform(0.5, 2.0, P) / m, float)
+    real_na = np.asarray(realized_na if realized_na is not None else pred_na, float)
+    real_an = np.asarray(realized_an if realized_an is not None else np.full(pred_na.size, tau2 / m), float)
+    P = pred_na.size
+    fields = {
+        "m": m, "P": P, "K": 50, "w": np.ones(3), "realized_an": real_an, "realized_na": real_na,
+        "predicted_per_prompt": pred_na, "predicted_pooled": float(pred_na.mean()),
+        "influence_an": np.array([0.6, 0.3, 0.1]), "influence_na": np.array([0.5, 0.3, 0.2]),
+        "pooled_C": np.eye(3), "tau2": tau2, "an_law": tau2 / m,
+        "realized": {"na": real_na, "an": real_an},
+        "predicted": {"na": pred_na, "an": np.full(P, tau2 / m)},
+        "ratio_pooled": {"na": real_na.sum() / pred_na.sum(), "an": real_an.sum() / (P * tau2 / m)},
+        "ratio_ci": {"na": (0.9, 1.1), "an": (0.95, 1.05)},
+    }
+    fields.update(extra)
+    return Thm3Result(**fields)
+
+
+# --------------------------------------------------------------------------- import contract
+
+
+def test_import_does_not_load_matplotlib():
+    code = "import sys, multireward_grpo.viz; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r'pip install "multireward-grpo\[viz\]"'):
+        viz.plot_money_scatter(make_result(), tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------- money scatter
+
+
+def test_money_scatter_perfect_law_has_unit_slope(tmp_path):
+    res = make_result()
+    out = viz.plot_money_scatter(res, tmp_path / "money.png", " (exact)")
+    _assert_png(tmp_path / "money.png")
+    assert out["slope"] == pytest.approx(1.0, abs=1e-12)
+    assert out["r2"] == pytest.approx(1.0, abs=1e-12)
+    assert out["intercept"] == pytest.approx(0.0, abs=1e-12)
+    assert out["n_points"] == res.P
+    assert out["ratio_pooled"] == res.ratio_pooled
+    assert out["ratio_ci"]["na"] == (0.9, 1.1)
+
+
+def test_money_scatter_power_law_slope(tmp_path):
+    pred = np.geomspace(0.01, 1.0, 15)
+    out = viz.plot_money_scatter(make_result(predicted_na=pred, realized_na=2.0 * pred**0.5), tmp_path / "p.png",
+                                 title="custom title")
+    assert out["slope"] == pytest.approx(0.5, abs=1e-12)
+    assert out["intercept"] == pytest.approx(np.log(2.0), abs=1e-12)
+    assert out["r2"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_money_scatter_equal_predictions_give_nan_slope(tmp_path):
+    out = viz.plot_money_scatter(make_result(predicted_na=np.full(5, 0.2), realized_na=[0.1, 0.2, 0.3, 0.2, 0.25]),
+                                 tmp_path / "flat.png")
+    assert np.isnan(out["slope"]) and np.isnan(out["r2"])
+    _assert_png(tmp_path / "flat.png")
+
+
+def test_money_scatter_on_analyze_output(tmp_path):
+    rng = np.random.default_rng(1)
+    rewards = rng.normal(size=(12, 20, 8, 3))
+    res = analyze(rewards, w=np.array([1.0, 1.0, 0.5]), modes=("na", "an", "single"), n_resamples=200)
+    out = viz.plot_money_scatter(res, tmp_path / "a.png")
+    _assert_png(tmp_path / "a.png")
+    assert out["n_points"] == 12 and set(out["n_dropped"]) == {"na", "an", "single"}
+    assert out["ratio_pooled"]["na"] == res.ratio_pooled["na"]
+    x, y = np.log(res.predicted["na"]), np.log(res.realized["na"])
+    assert out["slope"] == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-10)
+
+
+def test_money_scatter_nonpositive_raises_or_drops(tmp_path):
+    real = np.array([0.1, 0.0, 0.2, 0.15])
+    res = make_result(predicted_na=[0.1, 0.1, 0.2, 0.15], realized_na=real)
+    with pytest.raises(ValueError, match="drop_nonpositive=True"):
+        viz.plot_money_scatter(res, tmp_path / "z.png")
+    out = viz.plot_money_scatter(res, tmp_path / "z.png", drop_nonpositive=True)
+    assert out["n_dropped"] == {"na": 1, "an": 0} and out["n_points"] == 3
+
+
+def test_money_scatter_mismatched_lengths(tmp_path):
+    res = make_result(predicted_na=[0.1, 0.2, 0.3], realized_na=[0.1, 0.2])
+    with pytest.raises(ValueError, match="2 entries but 3"):
+        viz.plot_money_scatter(res, tmp_path / "bad.png")
+
+
+# --------------------------------------------------------------------------- mse vs m
+
+
+def _results_1_over_m(ms, P=10):
+    rng = np.random.default_rng(3)
+    shape = rng.uniform(0.5, 1.5, P)  # the same prompt mix at every m: the pooled mean is exactly c/m
+    return {m: make_result(m, realized_na=2.0 * shape / m, predicted_na=2.0 * shape / m,
+                           realized_an=shape / m, seed=m) for m in ms}
+
+
+def test_mse_vs_m_exact_inverse_m_slope(tmp_path):
+    results = _results_1_over_m([4, 8, 16, 32])
+    out = viz.plot_mse_vs_m(results, tmp_path / "m.png")
+    _assert_png(tmp_path / "m.png")
+    assert out["m"] == [4, 8, 16, 32]
+    assert out["slopes"]["na"] == pytest.approx(-1.0, abs=1e-12)
+    assert out["slopes"]["an"] == pytest.approx(-1.0, abs=1e-12)
+    assert out["predicted"]["an"] == pytest.approx([1 / 4, 1 / 8, 1 / 16, 1 / 32])
+    assert out["predicted"]["na"] == pytest.approx([results[m].predicted_pooled for m in out["m"]])
+
+
+def test_mse_vs_m_error_bars_are_standard_errors(tmp_path):
+    results = _results_1_over_m([4, 16])
+    out = viz.plot_mse_vs_m(list(results.values())[::-1], tmp_path / "seq.png", title="t")
+    z = norm.ppf(0.975)
+    for i, m in enumerate([4, 16]):
+        real = results[m].realized["na"]
+        se = np.sqrt(sum((r - real.mean()) ** 2 for r in real) / (real.size - 1) / real.size)
+        assert out["error"]["na"][i] == pytest.approx(z * se, rel=1e-12)
+        assert out["realized_mean"]["na"][i] == pytest.approx(sum(real) / real.size, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({}, ">= 2 distinct values of m"),
+        ([], ">= 2 distinct values of m"),
+        ({8: make_result(8)}, ">= 2 distinct values of m"),
+        ({4: make_result(8), 8: make_result(8)}, "key each result by its own m"),
+        ([make_result(8), make_result(8)], "one result per group size"),
+        ([make_result(4, realized_an=np.zeros(20)), make_result(8)], "must be > 0 on a log axis"),
+    ],
+)
+def test_mse_vs_m_bad_inputs(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        viz.plot_mse_vs_m(bad, tmp_path / "bad.png")
+
+
+# --------------------------------------------------------------------------- influence
+
+
+def test_influence_shares_from_result_and_oracle(tmp_path):
+    res = make_result()
+    oracle = {"na": [1.0, 1.0, 2.0]}
+    out = viz.plot_influence(res, tmp_path / "i.png", oracle=oracle, channel_names=["acc", "fmt", "len"])
+    _assert_png(tmp_path / "i.png")
+    assert out["shares"]["na"] == pytest.approx([0.5, 0.3, 0.2])
+    assert out["shares"]["an"] == pytest.approx([0.6, 0.3, 0.1])
+    assert out["oracle_shares"]["na"] == pytest.approx([0.25, 0.25, 0.5])
+    assert out["channels"] == ["acc", "fmt", "len"]
+
+
+def test_influence_from_dict_with_extra_mode_and_negative_channel(tmp_path):
+    infl = {"na": [2.0, -1.0, 1.0], "an": [3.0, 0.5, 0.5], "single": [1.0, 0.0, 0.0]}
+    out = viz.plot_influence(infl, tmp_path / "d.png", normalize=False)
+    assert out["shares"]["na"] == pytest.approx([0.5, -0.25, 0.25])
+    assert out["shares"]["single"] == pytest.approx([1.0, 0.0, 0.0])
+    assert out["channels"] == ["ch0", "ch1", "ch2"]
+    _assert_png(tmp_path / "d.png")
+
+
+@pytest.mark.parametrize(
+    "infl, kwargs, match",
+    [
+        ({}, {}, "no influences"),
+        ({"na": [1.0, 2.0], "an": [1.0, 2.0, 3.0]}, {}, "3 entries but 2"),
+        ({"na": [1.0, 2.0]}, {"oracle": {"an": [1.0, 1.0]}}, "oracle has mode 'an'"),
+        ({"na": [1.0, 2.0]}, {"oracle": {"na": [1.0]}}, "1 entries but 2"),
+        ({"na": [1.0, 2.0]}, {"channel_names": ["a"]}, "1 names but there are 2"),
+        ({"na": [1.0, np.nan]}, {}, "must be finite"),
+    ],
+)
+def test_influence_bad_inputs(tmp_path, infl, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        viz.plot_influence(infl, tmp_path / "bad.png", **kwargs)
+
+
+# --------------------------------------------------------------------------- bias vs gamma
+
+
+def test_bias_zero_crossing_of_linear_curve(tmp_path):
+    gammas = np.linspace(0.0, 1.0, 7)  # the root 0.3 is not on the grid
+    beta = 2.0 * (gammas - 0.3)
+    pred = 1.5 * (gammas - 0.4)
+    out = viz.plot_bias_vs_gamma(gammas[::-1], beta[::-1], np.full(7, 0.05)[::-1], pred[::-1],
+                                 tmp_path / "b.png", gamma_star=0.4)
+    _assert_png(tmp_path / "b.png")
+    assert out["crossing"] == pytest.approx(0.3, abs=1e-12)
+    assert out["crossings"] == pytest.approx([0.3])
+    assert out["crossing_predicted"] == pytest.approx(0.4, abs=1e-12)
+    assert out["gamma_star"] == 0.4
+
+
+def test_bias_crossings_on_grid_points_and_none(tmp_path):
+    gammas = np.array([0.0, 0.5, 1.0, 1.5])
+    out = viz.plot_bias_vs_gamma(gammas, [-1.0, 0.0, 1.0, -1.0], np.zeros(4), None, tmp_path / "c.png")
+    assert out["crossings"] == pytest.approx([0.5, 1.25])
+    assert np.isnan(out["crossing_predicted"]) and out["gamma_star"] is None
+    out = viz.plot_bias_vs_gamma(gammas, [1.0, 2.0, 3.0, 4.0], np.ones(4), None, tmp_path / "n.png")
+    assert np.isnan(out["crossing"]) and out["crossings"] == []
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (([0.0, 1.0], [0.1], [0.1, 0.1], None), "1 entries but 2"),
+        (([0.0, 1.0], [0.1, 0.2], [0.1, 0.1], [0.0]), "1 entries but 2"),
+        (([0.5], [0.1], [0.1], None), ">= 2 distinct values"),
+        (([0.5, 0.5], [0.1, 0.2], [0.1, 0.1], None), ">= 2 distinct values"),
+        (([], [], [], None), "non-empty"),
+        (([0.0, 1.0], [0.1, 0.2], [-0.1, 0.1], None), "stderr must be >= 0"),
+        (([0.0, 1.0], [0.1, np.inf], [0.1, 0.1], None), "must be finite"),
+    ],
+)
+def test_bias_bad_inputs(tmp_path, args, match):
+    with pytest.raises(ValueError, match=match):
+        viz.plot_bias_vs_gamma(*args, tmp_path / "bad.png")
