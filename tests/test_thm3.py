@@ -236,7 +236,7 @@ def test_bootstrap_speed_scale_is_vectorized():
         ({"w": [1.0, -1.0, 1.0]}, "w must be finite, >= 0"),
         ({"tau2": 0.0}, "tau2"),
         ({"scores": np.ones((2, 3, 5))}, r"scores must be \(P, K, m\)"),
-        ({"C": np.eye(2)}, "C is 2x2"),
+        ({"C": np.eye(2)}, "C is 2x2 but there are 3 channels"),
         ({"modes": ["bogus"]}, "unknown mode"),
         ({"confidence_level": 1.5}, "confidence_level"),
         ({"conditioning": (0, 7)}, "target=7"),

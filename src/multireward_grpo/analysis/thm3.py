@@ -51,6 +51,7 @@ from multireward_grpo.advantage import (
     is_batch_level,
     parse_conditioning,
 )
+from multireward_grpo._matrices import validate_correlation
 from multireward_grpo.analysis._stats import bootstrap_ratio_ci
 
 __all__ = [
@@ -169,7 +170,7 @@ def fisher_expected_correlation(C, m: int) -> np.ndarray:
     (R, R) array
         ``C - C (1 - C^2) / (2m)`` off the diagonal, 1 on it.
     """
-    C = _validate_correlation(C)
+    C = validate_correlation(C)
     if m < 2:
         raise ValueError(f"m must be >= 2, got {m}")
     expected = C - C * (1.0 - C**2) / (2.0 * m)
@@ -208,7 +209,7 @@ def expected_sample_correlation(C, m: int) -> np.ndarray:
     """
     from math import lgamma
 
-    C = _validate_correlation(C)
+    C = validate_correlation(C)
     if m < 2:
         raise ValueError(f"m must be >= 2, got {m}")
     rho = np.clip(C.ravel(), -1.0, 1.0)
@@ -234,7 +235,7 @@ def predicted_mse_population(C, w, m: int, *, tau2: float = 1.0, correction: str
         ``E[Chat]`` by Fisher's 1/m approximation, by the exact Gaussian
         expectation (:func:`expected_sample_correlation`), or ``C`` itself.
     """
-    C = _validate_correlation(C)
+    C = validate_correlation(C)
     w = np.asarray(w, dtype=np.float64)
     if w.shape != (C.shape[0],):
         raise ValueError(f"C is {C.shape[0]}x{C.shape[0]} but w has shape {w.shape}")
@@ -243,19 +244,6 @@ def predicted_mse_population(C, w, m: int, *, tau2: float = 1.0, correction: str
         raise ValueError(f"correction must be 'fisher', 'exact' or 'none', got {correction!r}")
     Chat = C if correction == "none" else expected[correction](C, m)
     return float(tau2 / m * w @ Chat @ w)
-
-
-def _validate_correlation(C) -> np.ndarray:
-    C = np.array(C, dtype=np.float64)
-    if C.ndim != 2 or C.shape[0] != C.shape[1]:
-        raise ValueError(f"a correlation matrix must be square (R, R); got shape {C.shape}")
-    if not np.all(np.isfinite(C)):
-        raise ValueError("the correlation matrix has non-finite entries")
-    if not np.allclose(C, C.T, atol=1e-10):
-        raise ValueError("the correlation matrix must be symmetric")
-    if not np.allclose(np.diag(C), 1.0, atol=1e-10):
-        raise ValueError(f"a correlation matrix has 1 on its diagonal; got {np.diag(C).tolist()}")
-    return C
 
 
 # --------------------------------------------------------------------------- analysis
@@ -296,9 +284,7 @@ def _validate(rewards, w, tau2, scores, C, modes):
         if not np.all(np.isfinite(scores)):
             raise ValueError("scores must be finite")
     if C is not None:
-        C = _validate_correlation(C)
-        if C.shape[0] != R:
-            raise ValueError(f"C is {C.shape[0]}x{C.shape[0]} but rewards have {R} channels")
+        C = validate_correlation(C, R)
     modes = tuple(dict.fromkeys(("na", "an") + tuple(m_.strip().lower() for m_ in modes)))
     for mode in modes:
         get_estimator(mode)
