@@ -99,7 +99,9 @@ def test_missing_seed_raises_naming_prompt_and_seeds():
 
 
 def test_progress_line_without_tqdm(monkeypatch, capsys):
+    # Hide tqdm even when an earlier import (e.g. transformers) already loaded tqdm.auto.
     monkeypatch.setitem(__import__("sys").modules, "tqdm", None)
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)
     run_corpus(MockBackend(), PROMPTS[:2], m_grid=[2], K_seeds=2, progress=True)
     assert "run_corpus: 4/4 groups (100%)" in capsys.readouterr().err
     run_corpus(MockBackend(), PROMPTS[:2], m_grid=[2], K_seeds=2)  # not a TTY under pytest: silent

@@ -34,6 +34,17 @@ _LAZY = {
     "save_corpus": "multireward_grpo.generation",
     "load_corpus": "multireward_grpo.generation",
     "plot_money_scatter": "multireward_grpo.viz",
+    "load_rollouts": "multireward_grpo.generation",
+    "HFBackend": "multireward_grpo.generation",
+    "QwenBackend": "multireward_grpo.generation",
+    "RewardFunction": "multireward_grpo.rewards",
+    "RewardConfig": "multireward_grpo.rewards",
+    "MathRewardFunction": "multireward_grpo.rewards",
+    "score_generation": "multireward_grpo.rewards",
+    "as_reward_function": "multireward_grpo.rewards",
+    "GRPOConfig": "multireward_grpo.train",
+    "GRPOTrainer": "multireward_grpo.train",
+    "train_grpo": "multireward_grpo.train",
 }
 
 

@@ -185,8 +185,10 @@ def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
     options = options or EstimatorOptions()
     xp = namespace(x)
     d, mean_d, factor = _group_moments(x, mask, options)
-    z = (d - mean_d) * factor
-    return z if mask is None else xp.where(mask, z, 0.0)
+    # d is a fresh array of our own: update it in place, saving two allocations.
+    d -= mean_d
+    d *= factor
+    return d if mask is None else xp.where(mask, d, 0.0)
 
 
 # --------------------------------------------------------------------------- registry

@@ -54,6 +54,10 @@ _COMMANDS: list[_Command] = [
              "exits 1 when a ratio is outside its band", _theory.add_thm3_check_arguments, _theory.run_thm3_check),
     _Command("analyze", "check Theorem 3 on a saved corpus or a long-format rollout table (.jsonl/.parquet)",
              _theory.add_analyze_arguments, _theory.run_analyze),
+    _Command("train", "train a LoRA adapter with multi-reward GRPO on a built-in task (needs the llm extra)",
+             lambda p: _train().add_train_arguments(p), lambda a: _train().run_train(a)),
+    _Command("eval", "compare the base model and trained adapters on a held-out set (needs the llm extra)",
+             lambda p: _train().add_eval_arguments(p), lambda a: _train().run_eval(a)),
     _Command("prop1", "Prop 1: influence of each channel on AN/NA advantages, realized vs oracle",
              _theory.add_prop1_arguments, _theory.run_prop1),
     _Command("prop2", "Prop 2: number of distinct advantage values (resolution) of AN and NA on a level grid",
@@ -61,6 +65,12 @@ _COMMANDS: list[_Command] = [
     _Command("prop4", "Prop 4: the bias conditioning removes, simulated vs closed form, over a gamma sweep",
              _theory.add_prop4_arguments, _theory.run_prop4),
 ]
+
+
+def _train():
+    from multireward_grpo import _cli_train
+
+    return _cli_train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from multireward_grpo.analysis.thm3 import Thm3Result
 
-__all__ = ["plot_bias_vs_gamma", "plot_influence", "plot_money_scatter", "plot_mse_vs_m"]
+__all__ = ["plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter", "plot_mse_vs_m"]
 
 _INSTALL_HINT = 'plotting needs matplotlib: pip install "multireward-grpo[viz]"'
 _MODE_COLORS = {"na": "tab:blue", "an": "tab:red"}
@@ -509,3 +509,42 @@ def _zero_crossings(x: np.ndarray, y: np.ndarray) -> list[float]:
     i = np.flatnonzero(y[:-1] * y[1:] < 0)
     roots.update((x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i])).tolist())
     return sorted(float(r) for r in roots)
+
+
+# --------------------------------------------------------------------------- trainer evaluation
+
+
+def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | None = None) -> dict:
+    """Grouped bars: mean reward per channel (and aggregate) for each model, +-1.96 SE.
+
+    Parameters
+    ----------
+    results : mapping of name -> EvalResult
+        From :func:`multireward_grpo.train.evaluation.evaluate_model`, all on one reward.
+    out_path : path of the PNG
+
+    Returns
+    -------
+    dict with the plotted ``means`` (models x columns) and the ``path``.
+    """
+    if not results:
+        raise ValueError("results is empty: pass at least one model's EvalResult")
+    names = list(results)
+    channels = list(next(iter(results.values())).channel_names)
+    if any(list(r.channel_names) != channels for r in results.values()):
+        raise ValueError("every EvalResult must be on the same reward channels")
+    columns = channels + ["aggregate"]
+    means = np.array([list(r.means) + [r.aggregate_mean] for r in results.values()])  # (models, columns)
+    errors = 1.96 * np.array([list(r.stderrs) + [r.aggregate_stderr] for r in results.values()])
+    fig = _new_figure((min(12.0, max(6.4, 0.8 * len(columns) * len(names))), 4.8))
+    ax = fig.add_subplot()
+    width = 0.8 / len(names)
+    x = np.arange(len(columns))
+    for i, name in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, means[i], width, yerr=np.nan_to_num(errors[i]),
+               capsize=3, label=name, color=f"C{i}")
+    ax.set_xticks(x, columns)
+    ax.set_ylabel("mean reward (+-1.96 SE across prompts)")
+    ax.set_title(title or "Held-out evaluation")
+    ax.legend(fontsize=8)
+    return {"means": means, "path": _save(fig, out_path)}

@@ -20,7 +20,7 @@ def bootstrap_ratio_ci(
 
     Units (e.g. prompts) are resampled with replacement, keeping each unit's
     numerator and denominator together. Vectorized: each resample is a row of
-    multinomial counts, so the sums are one matrix product.
+    unit indices, drawn for a block of resamples at once.
 
     Parameters
     ----------
@@ -46,12 +46,11 @@ def bootstrap_ratio_ci(
     P = num.size
     ratios = np.empty(n_resamples)
     step = max(1, _MAX_CELLS // P)
-    uniform = np.full(P, 1.0 / P)
     for start in range(0, n_resamples, step):
         stop = min(n_resamples, start + step)
-        counts = rng.multinomial(P, uniform, size=stop - start).astype(np.float64)  # (B, P)
+        idx = rng.integers(0, P, size=(stop - start, P))  # (B, P) resampled units
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratios[start:stop] = (counts @ num) / (counts @ den)
+            ratios[start:stop] = num[idx].sum(axis=1) / den[idx].sum(axis=1)
     alpha = (1.0 - confidence_level) / 2.0
     low, high = np.nanquantile(ratios, [alpha, 1.0 - alpha]) if np.any(np.isfinite(ratios)) else (np.nan, np.nan)
     return (float(low), float(high))

@@ -383,16 +383,17 @@ def analyze(
         z = group_standardize(block, options=options)  # (G, m, R), what the estimators see
         # Influence (Prop 1) is measured against the objective's own channels.
         z_raw = group_standardize(raw, options=options) if rules else z
-        Chat = np.einsum("gmi,gmj->gij", z, z) / m  # (G, R, R)
+        Chat = np.matmul(z.transpose(0, 2, 1), z) / m  # (G, R, R); matmul is ~4x faster than einsum here
         sum_C_prompt[start:stop] = Chat.reshape(stop - start, K, R, R).sum(1)
         # z is exactly 0 on a constant channel and not otherwise, so its diagonal tells.
         degenerate += np.sum(np.diagonal(Chat, axis1=1, axis2=2) == 0, axis=0)
         for mode in modes:
-            adv = compute_advantage_batch(block, w, mode, eps=eps)  # (G, m)
+            # NA's advantages are z @ w: reuse z instead of standardizing again.
+            adv = z @ w if mode == "na" else compute_advantage_batch(block, w, mode, eps=eps)  # (G, m)
             ghat = np.einsum("gm,gm->g", adv, g) / m
             realized[mode][start:stop] = (ghat**2).reshape(-1, K).mean(1)
             mean_sq[mode][start:stop] = np.einsum("gm,gm->g", adv, adv).reshape(-1, K).mean(1) / m
-            influence_sum[mode] += np.einsum("gm,gml->l", adv, z_raw) / m
+            influence_sum[mode] += np.tensordot(adv, z_raw, axes=([0, 1], [0, 1])) / m
         if progress is not None:
             progress(stop, P)
 

@@ -12,17 +12,24 @@ from multireward_grpo.generation.corpus import (
     run_corpus,
     save_corpus,
 )
+from multireward_grpo.generation.datasets import DataUnavailableError, RolloutData, load_rollouts
+from multireward_grpo.generation.hf import HFBackend, QwenBackend
 from multireward_grpo.generation.mock import Bernoulli, Beta, Gaussian, MockBackend, Uniform
 
 __all__ = [
     "Bernoulli",
     "Beta",
     "Corpus",
+    "DataUnavailableError",
     "Gaussian",
+    "HFBackend",
     "MockBackend",
+    "QwenBackend",
+    "RolloutData",
     "Uniform",
     "load_corpus",
     "load_long_table",
+    "load_rollouts",
     "pack_for_analysis",
     "run_corpus",
     "save_corpus",

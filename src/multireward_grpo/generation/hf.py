@@ -1,0 +1,97 @@
+"""A real-model rollout backend for ``run_corpus``: any Hugging Face causal LM.
+
+``HFBackend.generate(prompt, gold, m, seed_idx)`` samples ``m`` completions
+of one prompt in one batched call and scores them with a reward function,
+so Theorem 3 can be checked on real generations. The random stream of a
+group depends only on ``(seed, prompt, seed_idx)`` (a stable hash, the same
+in every process), so a corpus run is reproducible and resumable on CPU.
+``QwenBackend`` keeps the 0.1 name and defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HFBackend", "QwenBackend"]
+
+
+class HFBackend:
+    """Rollouts from a causal LM, scored on ``R`` reward channels.
+
+    Parameters
+    ----------
+    model_name : str
+        Hub id or local folder (ignored when ``model`` is given).
+    device, dtype : str
+        ``"auto"`` picks cuda/bfloat16 when available, else cpu/float32.
+    max_new_tokens, temperature, top_p : sampling settings.
+    reward_fn : callable or RewardFunction, optional
+        ``(completion, prompt_item) -> R scores``; defaults to
+        :class:`~multireward_grpo.rewards.MathRewardFunction` (correctness,
+        length, format), with the prompt item ``{"prompt": prompt, "gold": gold}``.
+    reward_config : RewardConfig, optional
+        Options of the default math reward.
+    system_prompt : str, optional
+    seed : int
+        Backend seed.
+    model, tokenizer : optional
+        Already-loaded objects.
+    """
+
+    def __init__(self, model_name: str = "Qwen/Qwen2.5-1.5B-Instruct", *, device: str = "auto", dtype: str = "auto",
+                 max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95, reward_fn=None,
+                 reward_config=None, system_prompt: str | None = None, seed: int = 0, model=None, tokenizer=None):
+        from multireward_grpo.rewards import MathRewardFunction, RewardConfig, as_reward_function
+        from multireward_grpo.train.config import GRPOConfig
+        from multireward_grpo.train.trainer import _device_and_dtype, _load, _require_llm
+
+        _require_llm()
+        if reward_fn is None:
+            reward_fn = MathRewardFunction(reward_config or RewardConfig())
+        self.reward = as_reward_function(reward_fn)
+        probe = GRPOConfig(model=model_name, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, system_prompt=system_prompt, seed=seed)
+        self.config = probe
+        self.device, self.dtype = _device_and_dtype(probe)
+        self.model, self.tokenizer = _load(probe, model, tokenizer, self.device, self.dtype)
+        self.model.eval()
+
+    @property
+    def channel_names(self) -> tuple:
+        """Reward channel names (known after the first group when the reward does not declare them)."""
+        return self.reward.channel_names or ("correctness", "length", "format")
+
+    def describe(self) -> dict:
+        """Settings recorded in a corpus header (a resumed run must match them)."""
+        cfg = self.config
+        return {"backend": "hf", "model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                "top_p": cfg.top_p, "seed": cfg.seed, "system_prompt": cfg.system_prompt}
+
+    def generate(self, prompt: Any, gold: Any = None, m: int = 8, seed_idx: int = 0) -> dict:
+        """One group: ``{"rewards": (m, R) array, "completions": m strings}``."""
+        from multireward_grpo._seeding import stable_hash64
+        from multireward_grpo.train.rollout import normalize_prompt, render_prompts, sample_completions
+
+        if m < 1:
+            raise ValueError(f"m must be >= 1, got {m}")
+        item = prompt if isinstance(prompt, dict) else {"prompt": prompt, "gold": gold}
+        if isinstance(item, dict) and gold is not None and "gold" not in item:
+            item = {**item, "gold": gold}
+        normalized = normalize_prompt(item, 0, self.config.system_prompt)
+        seed = stable_hash64(self.config.seed, "hf-rollouts", str(prompt), int(seed_idx)) % (2**63)
+        rollouts = sample_completions(
+            self.model, self.tokenizer, render_prompts(self.tokenizer, [normalized]), m=m,
+            max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, top_p=self.config.top_p,
+            batch_size=max(m, 1), generator_seed=seed,
+        )
+        rewards = self.reward.score_batch(rollouts.texts, [item] * m)
+        return {"rewards": rewards, "completions": list(rollouts.texts)}
+
+
+class QwenBackend(HFBackend):
+    """The 0.1 name: :class:`HFBackend` with its ``model_name`` first and the same defaults."""
+
+    def __init__(self, model_name: str = "Qwen/Qwen2.5-1.5B-Instruct", device: str = "auto", dtype: str = "auto",
+                 max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95, reward_config=None, **kwargs):
+        super().__init__(model_name, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, reward_config=reward_config, **kwargs)

@@ -1,0 +1,153 @@
+"""Per-step records, the JSONL history, optional TensorBoard / W&B, a progress bar.
+
+Record keys (all floats unless noted):
+
+``step`` (int), ``loss``, ``pg_loss``, ``kl`` (mean k3 per token),
+``grad_norm`` (before clipping), ``lr``;
+``mean_reward`` = mean of ``w.r / sum(w)`` (a weighted average in channel
+units), ``mean_aggregate_reward`` = mean of ``w.r``,
+``mean_channel_{c}`` / ``std_channel_{c}`` per channel index ``c`` and
+``zero_var_frac_{c}`` (fraction of groups where channel ``c`` is constant,
+i.e. gives no signal); ``adv_mean``, ``adv_std``, ``adv_abs_max``;
+``clip_frac`` (tokens whose ratio left the clip band on the side that
+bites); ``completion_len_mean``, ``completion_len_max``, ``truncated_frac``
+(completions cut at max_new_tokens); ``gen_tokens_per_s``,
+``train_tokens_per_s``, ``gen_seconds``, ``step_seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["StepLogger", "step_record"]
+
+
+def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
+    """The log record of one step (see the module docstring for the keys)."""
+    cfg = trainer.config
+    w = np.asarray(cfg.weights)
+    aggregate = rewards @ w  # (N,)
+    grouped = rewards.reshape(cfg.batch_prompts, cfg.m, -1)
+    lengths = rollouts.completion_mask.sum(dim=1).float()
+    adv = advantages.float()
+    record = {
+        "step": trainer.step,
+        "loss": update["loss"],
+        "pg_loss": update["pg"],
+        "kl": update["kl"],
+        "grad_norm": update["grad_norm"],
+        "lr": trainer.scheduler.get_last_lr()[0],
+        "mean_reward": float(np.nanmean(aggregate) / w.sum()),
+        "mean_aggregate_reward": float(np.nanmean(aggregate)),
+    }
+    for c in range(rewards.shape[1]):
+        record[f"mean_channel_{c}"] = float(np.nanmean(rewards[:, c]))
+        record[f"std_channel_{c}"] = float(np.nanstd(rewards[:, c]))
+        record[f"zero_var_frac_{c}"] = float(np.mean(np.all(grouped[:, :, c] == grouped[:, :1, c], axis=1)))
+    tokens = float(lengths.sum())
+    record.update({
+        "adv_mean": float(adv.mean()),
+        "adv_std": float(adv.std(unbiased=False)),
+        "adv_abs_max": float(adv.abs().max()),
+        "clip_frac": update["clipped_tokens"] / max(update["tokens"], 1.0),
+        "completion_len_mean": float(lengths.mean()),
+        "completion_len_max": float(lengths.max()),
+        "truncated_frac": float(rollouts.truncated.float().mean()),
+        "gen_tokens_per_s": tokens / max(gen_seconds, 1e-9),
+        "train_tokens_per_s": tokens * cfg.num_iterations / max(update["train_seconds"], 1e-9),
+        "gen_seconds": gen_seconds,
+        "step_seconds": step_seconds,
+    })
+    return record
+
+
+class StepLogger:
+    """Writes each record to ``history.jsonl`` (always) and to the requested loggers."""
+
+    def __init__(self, config, out_dir: Path, *, start: int = 0):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._truncate_history(start)
+        self.history = open(self.out_dir / "history.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run
+        self.samples_path = self.out_dir / "samples.jsonl"
+        self.bar = self._progress(start)
+        self.tb = self._tensorboard() if "tensorboard" in config.report_to else None
+        self.wandb = self._wandb() if "wandb" in config.report_to else None
+
+    def _truncate_history(self, start: int) -> None:
+        # A resumed run rewrites what came after its checkpoint, so lines are never duplicated.
+        path = self.out_dir / "history.jsonl"
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= start]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def _progress(self, start: int):
+        if not self.config.verbose:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=self.config.n_steps, initial=start, desc="GRPO", unit="step", file=sys.stderr)
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("report_to has tensorboard but it is not installed (pip install tensorboard); skipping it", file=sys.stderr)
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _wandb(self):
+        try:
+            import wandb
+        except ImportError:
+            print("report_to has wandb but it is not installed (pip install wandb); skipping it", file=sys.stderr)
+            return None
+        return wandb.init(project="multireward-grpo", config=self.config.to_dict(), dir=str(self.out_dir))
+
+    def log(self, record: dict, trainer) -> None:
+        samples = record.get("samples", [])
+        clean = {k: v for k, v in record.items() if k != "samples"}
+        self.history.write(json.dumps(clean) + "\n")
+        self.history.flush()
+        every = self.config.sample_every
+        if every and clean["step"] % every == 0 and samples:
+            with open(self.samples_path, "a", encoding="utf-8") as fh:
+                for prompt, completion in samples:
+                    fh.write(json.dumps({"step": clean["step"], "prompt": prompt, "completion": completion}) + "\n")
+        self._emit(clean)
+
+    def _emit(self, record: dict) -> None:
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        if self.tb is not None:
+            for key, value in scalars.items():
+                self.tb.add_scalar(key, value, record["step"])
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=record["step"])
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(reward=f"{record['mean_reward']:.3f}", kl=f"{record['kl']:.4f}", loss=f"{record['loss']:.4f}")
+        elif self.config.verbose:
+            print(f"step {record['step']}/{self.config.n_steps} reward {record['mean_reward']:.4f} "
+                  f"kl {record['kl']:.5f} loss {record['loss']:.4f} {record['step_seconds']:.2f}s", file=sys.stderr)
+
+    def log_eval(self, step: int, result) -> None:
+        record = {"step": step, "eval": result.to_dict()}
+        with open(self.out_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self.history.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

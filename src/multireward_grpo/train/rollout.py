@@ -1,0 +1,175 @@
+"""Prompts in, sampled completions out: chat templates, left padding, masks.
+
+Shared by the trainer and the real-model rollout backend. Conventions:
+
+* Prompts are left-padded, so every prompt ends at the same column and the
+  completion starts at column ``Lp`` for every row; completions are sliced
+  at the *padded* prompt length.
+* Position ids are ``cumsum(attention_mask) - 1``: a left-padded prompt sees
+  the same positions as the prompt alone, so its log-probs do not depend on
+  what it is batched with.
+* A completion ends at its first EOS, which is kept in the mask (the model
+  must learn to stop); tokens after it are masked out. A completion without
+  EOS was cut at ``max_new_tokens`` and is flagged ``truncated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["PromptItem", "Rollouts", "normalize_prompt", "render_prompts", "sample_completions", "token_logprobs"]
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A prompt as chat messages plus the metadata the reward function receives."""
+
+    messages: tuple
+    """``({"role": ..., "content": ...}, ...)``"""
+    original: Any
+    """What the user passed (a string, messages, or a dict with metadata)."""
+
+
+def normalize_prompt(item: Any, index: int, system_prompt: str | None = None) -> PromptItem:
+    """Read one prompt item (string, chat messages, or dict) as chat messages.
+
+    A dict may hold ``messages`` (chat messages), or ``prompt`` / ``text`` /
+    ``question`` (a string or messages); its other keys are metadata that
+    reach the reward function with the original item.
+    """
+    content = item
+    if isinstance(item, dict):
+        key = next((k for k in ("messages", "prompt", "text", "question") if k in item), None)
+        if key is None:
+            raise ValueError(f"prompt {index} is a dict without 'messages', 'prompt', 'text' or 'question': keys {sorted(item)}")
+        content = item[key]
+    if isinstance(content, str):
+        messages = [{"role": "user", "content": content}]
+    elif isinstance(content, (list, tuple)) and content and all(isinstance(m, dict) for m in content):
+        messages = [dict(m) for m in content]
+        for m in messages:
+            if "role" not in m or "content" not in m:
+                raise ValueError(f"prompt {index}: every chat message needs 'role' and 'content', got {sorted(m)}")
+    else:
+        raise TypeError(
+            f"prompt {index} must be a string, a list of chat messages, or a dict with 'messages'/'prompt'; "
+            f"got {type(content).__name__}"
+        )
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return PromptItem(tuple(messages), item)
+
+
+def render_prompts(tokenizer, items: Sequence[PromptItem]) -> list[str]:
+    """Prompt strings: the tokenizer's chat template, or a plain transcript when it has none."""
+    if getattr(tokenizer, "chat_template", None):
+        return [tokenizer.apply_chat_template(list(p.messages), tokenize=False, add_generation_prompt=True) for p in items]
+    return ["\n".join(f"{m['role']}: {m['content']}" for m in p.messages) + "\nassistant: " for p in items]
+
+
+@dataclass
+class Rollouts:
+    """Sampled completions of a batch of prompts, ``N`` rows.
+
+    Shapes: ``prompt_ids`` / ``prompt_mask`` (N, Lp), ``completion_ids`` /
+    ``completion_mask`` (N, Lc), ``truncated`` (N,) bool.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    texts: list
+    truncated: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def rows(self, idx) -> "Rollouts":
+        """The rows ``idx`` (a slice or index tensor)."""
+        texts = self.texts[idx] if isinstance(idx, slice) else [self.texts[i] for i in idx.tolist()]
+        return Rollouts(self.prompt_ids[idx], self.prompt_mask[idx], self.completion_ids[idx],
+                        self.completion_mask[idx], texts, self.truncated[idx])
+
+
+def completion_mask_from_eos(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask (N, Lc) with tokens up to and including the first EOS, truncated (N,))."""
+    is_eos = torch.zeros_like(completion_ids, dtype=torch.bool)
+    for eos in eos_ids:
+        is_eos |= completion_ids == eos
+    has_eos = is_eos.any(dim=1)
+    first = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, completion_ids.shape[1], dtype=torch.long))
+    cols = torch.arange(completion_ids.shape[1], device=completion_ids.device)[None, :]
+    return (cols <= first[:, None]).to(torch.long), ~has_eos
+
+
+def eos_token_ids(tokenizer, model) -> list[int]:
+    """Every id that ends a completion (the generation config may list several)."""
+    ids = set()
+    for source in (getattr(getattr(model, "generation_config", None), "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    if not ids:
+        raise ValueError("the tokenizer has no eos_token: set tokenizer.eos_token so completions can end")
+    return sorted(ids)
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
+                       temperature: float, top_p: float = 1.0, batch_size: int = 32,
+                       generator_seed: int | None = None) -> Rollouts:
+    """Sample ``m`` completions per prompt; rows are prompt-major (prompt i owns rows i*m .. i*m+m-1).
+
+    Generation runs in batches of ``batch_size`` sequences; all rows share
+    one left-padded prompt width so the completions line up.
+    """
+    device = next(model.parameters()).device
+    enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    prompt_ids = enc["input_ids"].repeat_interleave(m, dim=0).to(device)  # (N, Lp)
+    prompt_mask = enc["attention_mask"].repeat_interleave(m, dim=0).to(device)
+    eos = eos_token_ids(tokenizer, model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    if generator_seed is not None:
+        torch.manual_seed(generator_seed)
+    chunks = []
+    for start in range(0, prompt_ids.shape[0], batch_size):
+        out = model.generate(
+            input_ids=prompt_ids[start:start + batch_size], attention_mask=prompt_mask[start:start + batch_size],
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+            pad_token_id=pad, eos_token_id=eos,
+        )
+        chunks.append(out[:, prompt_ids.shape[1]:])
+    width = max(c.shape[1] for c in chunks)
+    completion_ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in chunks])
+    completion_mask, truncated = completion_mask_from_eos(completion_ids, eos)
+    texts = tokenizer.batch_decode(completion_ids * completion_mask + pad * (1 - completion_mask), skip_special_tokens=True)
+    return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, truncated)
+
+
+def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int) -> torch.Tensor:
+    """Log-probability of every completion token under ``model``, (N, Lc) float32.
+
+    Gradients flow when called with grad enabled. Only the logits of the
+    completion positions are materialized (``logits_to_keep``).
+    """
+    parts = []
+    for start in range(0, len(rollouts), micro_batch_size):
+        parts.append(_micro_logprobs(model, rollouts.rows(slice(start, start + micro_batch_size))))
+    return torch.cat(parts)
+
+
+def _micro_logprobs(model, batch: Rollouts) -> torch.Tensor:
+    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (b, Lp + Lc)
+    attention = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    n_completion = batch.completion_ids.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                   logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1]  # (b, Lc, V)
+    logits = logits.float()
+    picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)

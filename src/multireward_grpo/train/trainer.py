@@ -1,0 +1,409 @@
+"""GRPOTrainer: multi-reward GRPO on any causal LM, from a laptop CPU up.
+
+One step: draw ``batch_prompts`` prompts, sample ``m`` completions each,
+score them on ``R`` reward channels, turn the rewards into advantages with
+the estimator registry (any mode, with conditioning), then take
+``num_iterations`` AdamW updates of the clipped token-ratio loss plus the
+per-token k3 KL (see :mod:`multireward_grpo.train.losses`).
+
+Deliberate choices, named here so they are not mistaken for accidents:
+
+* The KL reference of a LoRA run is the base model with the adapter
+  disabled: no second copy in memory. Full fine-tuning keeps one frozen copy;
+  ``kl_coef = 0`` keeps none and skips the reference pass.
+* With ``num_iterations = 1`` the sampling log-probs are the policy's own,
+  detached: the ratio is 1 and no extra forward pass is spent on them.
+* Old and reference log-probs are computed in eval mode (no dropout); the
+  loss pass runs in train mode.
+* Every step reseeds torch from ``(seed, step)``, so a run interrupted and
+  resumed from a checkpoint samples exactly what the uninterrupted run did.
+* Prompts are drawn without replacement, in a fresh seeded order each epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from multireward_grpo.train.config import GRPOConfig
+
+__all__ = ["GRPOTrainer", "train_grpo"]
+
+
+def _require_llm():
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"training needs torch, transformers and peft ({err.name} is missing): "
+            'pip install "multireward-grpo[llm]" (install torch first, e.g. pip install torch==2.13.0 for CPU)'
+        ) from None
+
+
+def _stable_seed(*parts: int) -> int:
+    from multireward_grpo._seeding import stable_hash64
+
+    return stable_hash64(*parts) % (2**63)
+
+
+# --------------------------------------------------------------------------- prompt order
+
+
+@dataclass
+class PromptSampler:
+    """Prompts without replacement within an epoch, a seeded order per epoch.
+
+    The state is one integer (prompts drawn so far), so resuming is exact.
+    """
+
+    n_prompts: int
+    seed: int
+    drawn: int = 0
+
+    def order(self, epoch: int):
+        import numpy as np
+
+        return np.random.default_rng(_stable_seed(self.seed, "epoch", epoch)).permutation(self.n_prompts)
+
+    def next(self, k: int) -> list[int]:
+        picked = []
+        while len(picked) < k:
+            epoch, pos = divmod(self.drawn, self.n_prompts)
+            picked.append(int(self.order(epoch)[pos]))
+            self.drawn += 1
+        return picked
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _device_and_dtype(cfg: GRPOConfig):
+    import torch
+
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} but CUDA is not available; set device='cpu' or 'auto'")
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    return torch.device(device), getattr(torch, dtype)
+
+
+def _load(cfg: GRPOConfig, model, tokenizer, device, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+    else:
+        model = model.to(dtype)
+    return model.to(device), tokenizer
+
+
+def _add_lora(model, cfg: GRPOConfig):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(_stable_seed(cfg.seed, "lora-init"))
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+        raise ValueError(f"{err}. LoRA target modules of this model could be among: {', '.join(names[:40])}; "
+                         "set lora_target_modules") from None
+
+
+def _frozen_reference(model):
+    import copy
+
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def _optimizer_and_schedule(model, cfg: GRPOConfig):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.n_steps * cfg.num_iterations
+
+    def factor(update: int) -> float:
+        if update < cfg.warmup_steps:
+            return (update + 1) / (cfg.warmup_steps + 1)
+        progress = (update - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        if cfg.lr_scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        if cfg.lr_scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+class GRPOTrainer:
+    """Multi-reward GRPO with a LoRA adapter (or full fine-tuning).
+
+    Parameters
+    ----------
+    config : GRPOConfig
+    reward_fn : callable or RewardFunction
+        ``reward_fn(completion, prompt) -> R scores`` (``R = len(config.weights)``),
+        or an object with ``score_batch(completions, prompts) -> (N, R)``.
+        ``prompt`` is the item as you passed it (string, messages or dict with
+        metadata).
+    prompts : sequence
+        Strings, chat-message lists, or dicts with ``messages`` / ``prompt`` /
+        ``text`` plus metadata.
+    eval_prompts : sequence, optional
+        Held-out prompts for ``evaluate`` and ``config.eval_every``.
+    model, tokenizer : optional
+        Already-loaded objects instead of loading ``config.model``.
+    """
+
+    def __init__(self, config: GRPOConfig, reward_fn: Callable | Any, prompts: Sequence[Any], *,
+                 eval_prompts: Sequence[Any] | None = None, model=None, tokenizer=None):
+        _require_llm()
+        from multireward_grpo.rewards import as_reward_function
+        from multireward_grpo.train.rollout import normalize_prompt
+
+        if not isinstance(config, GRPOConfig):
+            raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: pass at least one prompt")
+        self.config = config
+        self.rules = config.parsed_conditioning()
+        self.reward = as_reward_function(reward_fn, n_channels=len(config.weights))
+        self.prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(prompts)]
+        self.eval_prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(eval_prompts or [])]
+        self.device, self.dtype = _device_and_dtype(config)
+        self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
+        if config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        if config.use_lora:
+            self.model = _add_lora(self.model, config)
+        self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
+        self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
+        self.sampler = PromptSampler(len(self.prompts), config.seed)
+        self.step = 0
+        self.history: list[dict] = []
+        self.out_dir = Path(config.out_dir)
+        if config.resume_from:
+            from multireward_grpo.train.checkpoint import load_checkpoint
+
+            load_checkpoint(self, config.resume_from)
+
+    # ------------------------------------------------------------------ public
+
+    def train(self) -> list[dict]:
+        """Run until ``config.n_steps``; returns the history (one dict per step)."""
+        from multireward_grpo.train.logging import StepLogger
+
+        logger = StepLogger(self.config, self.out_dir, start=self.step)
+        try:
+            while self.step < self.config.n_steps:
+                record = self.train_step()
+                logger.log(record, self)
+                self._maybe_checkpoint(final=self.step == self.config.n_steps)
+                if self.config.eval_every and self.eval_prompts and self.step % self.config.eval_every == 0:
+                    logger.log_eval(self.step, self.evaluate(self.eval_prompts_raw(), m=self.config.eval_m))
+        finally:
+            logger.close()
+        self.save(self.out_dir / "final")
+        return self.history
+
+    def train_step(self) -> dict:
+        """One GRPO step: sample, score, estimate advantages, update. Returns its log record."""
+        import torch
+
+        started = time.perf_counter()
+        self.step += 1
+        torch.manual_seed(_stable_seed(self.config.seed, "step", self.step))
+        batch = [self.prompts[i] for i in self.sampler.next(self.config.batch_prompts)]
+        rollouts, gen_seconds = self._sample(batch)
+        rewards = self._score(rollouts, batch)  # (P*m, R) numpy
+        advantages = self._advantages(rewards)  # (P*m,) torch
+        update = self._update(rollouts, advantages)
+        record = self._record(rewards, advantages, rollouts, update, gen_seconds, time.perf_counter() - started)
+        record["samples"] = [(batch[i // self.config.m].messages[-1]["content"], rollouts.texts[i])
+                             for i in range(0, len(rollouts), self.config.m)][:2]
+        self.history.append({k: v for k, v in record.items() if k != "samples"})
+        return record
+
+    def save(self, path: str | Path) -> Path:
+        """Save the adapter (or full model) and the tokenizer to ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return path
+
+    def evaluate(self, prompts: Sequence[Any] | None = None, m: int = 4, *, seed: int = 1234):
+        """Mean reward per channel (and aggregate) with standard errors across prompts.
+
+        Parameters
+        ----------
+        prompts : sequence, optional
+            Defaults to the eval prompts given at construction.
+        m : int
+            Completions sampled per prompt (at ``config.temperature``).
+        """
+        from multireward_grpo.train.evaluation import evaluate_model
+
+        items = self.eval_prompts if prompts is None else [
+            _normalized(p, i, self.config.system_prompt) for i, p in enumerate(prompts)]
+        if not items:
+            raise ValueError("no eval prompts: pass prompts=... or eval_prompts= to the trainer")
+        cfg = self.config
+        return evaluate_model(self.model, self.tokenizer, self.reward, items, m=m, seed=seed, weights=cfg.weights,
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                              batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy)
+
+    def eval_prompts_raw(self):
+        return [p.original for p in self.eval_prompts]
+
+    # ------------------------------------------------------------------ pieces of a step
+
+    def _sample(self, batch):
+        from multireward_grpo.train.rollout import render_prompts, sample_completions
+
+        self.model.eval()
+        started = time.perf_counter()
+        rollouts = sample_completions(
+            self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=self.config.m,
+            max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
+            top_p=self.config.top_p, batch_size=self.config.generation_batch_size,
+        )
+        return rollouts, time.perf_counter() - started
+
+    def _score(self, rollouts, batch):
+        originals = [batch[i // self.config.m].original for i in range(len(rollouts))]
+        return self.reward.score_batch(rollouts.texts, originals, nan_policy=self.config.nan_policy)
+
+    def _advantages(self, rewards):
+        import torch
+
+        from multireward_grpo.advantage import compute_advantage_batch
+
+        grouped = rewards.reshape(self.config.batch_prompts, self.config.m, -1)  # (P, m, R)
+        adv = compute_advantage_batch(grouped, self.config.weights, self.config.mode, conditioning=self.rules,
+                                      scale_by_std=self.config.scale_by_std, nan_policy=self.config.nan_policy)
+        adv = torch.as_tensor(adv.reshape(-1), dtype=torch.float32, device=self.device)
+        return torch.nan_to_num(adv, nan=0.0)  # nan_policy='propagate': a NaN group gets no update
+
+    def _reference_logprobs(self, rollouts):
+        import torch
+
+        from multireward_grpo.train.rollout import token_logprobs
+
+        if self.config.kl_coef == 0:
+            return None
+        with torch.no_grad():
+            if self.config.use_lora:
+                with self.model.disable_adapter():
+                    return token_logprobs(self.model, rollouts, micro_batch_size=self.config.micro_batch_size)
+            return token_logprobs(self.reference, rollouts, micro_batch_size=self.config.micro_batch_size)
+
+    def _update(self, rollouts, advantages) -> dict:
+        import torch
+
+        from multireward_grpo.train.losses import LossDenominators
+        from multireward_grpo.train.rollout import token_logprobs
+
+        self.model.eval()
+        ref = self._reference_logprobs(rollouts)
+        old = None
+        if self.config.num_iterations > 1:
+            with torch.no_grad():
+                old = token_logprobs(self.model, rollouts, micro_batch_size=self.config.micro_batch_size)
+        denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
+        first = None
+        train_started = time.perf_counter()
+        for _ in range(self.config.num_iterations):
+            stats = self._one_update(rollouts, advantages, old, ref, denominators)
+            first = first or stats
+        first["train_seconds"] = time.perf_counter() - train_started
+        return first
+
+    def _one_update(self, rollouts, advantages, old, ref, denominators) -> dict:
+        import torch
+
+        from multireward_grpo.train.losses import policy_loss
+        from multireward_grpo.train.rollout import _micro_logprobs
+
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped_tokens": 0.0, "tokens": 0.0}
+        size = self.config.micro_batch_size
+        for start in range(0, len(rollouts), size):
+            part = slice(start, start + size)
+            logp = _micro_logprobs(self.model, rollouts.rows(part))
+            old_part = logp.detach() if old is None else old[part]
+            loss, stats = policy_loss(
+                logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
+                denominators=denominators, loss_type=self.config.loss_type,
+                ref_logp=None if ref is None else ref[part], kl_coef=self.config.kl_coef,
+            )
+            loss.backward()
+            totals["loss"] += float(loss.detach())
+            for key in ("pg", "kl", "clipped_tokens", "tokens"):
+                totals[key] += stats[key]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        totals["grad_norm"] = float(norm)
+        return totals
+
+    def _record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
+        from multireward_grpo.train.logging import step_record
+
+        return step_record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds)
+
+    def _maybe_checkpoint(self, final: bool) -> None:
+        from multireward_grpo.train.checkpoint import save_checkpoint
+
+        every = self.config.checkpoint_every
+        if final or (every and self.step % every == 0):
+            save_checkpoint(self)
+
+
+def _normalized(item, index, system_prompt):
+    from multireward_grpo.train.rollout import PromptItem, normalize_prompt
+
+    return item if isinstance(item, PromptItem) else normalize_prompt(item, index, system_prompt)
+
+
+def train_grpo(config: GRPOConfig, reward_fn, prompts, **kwargs) -> list[dict]:
+    """``GRPOTrainer(config, reward_fn, prompts, **kwargs).train()``."""
+    return GRPOTrainer(config, reward_fn, prompts, **kwargs).train()
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, default=_json_default)

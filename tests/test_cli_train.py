@@ -1,0 +1,71 @@
+"""train and eval subcommands end to end on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from multireward_grpo.cli import main  # noqa: E402
+from multireward_grpo.examples.gsm8k import SAMPLE_PATH  # noqa: E402
+from tiny_lm import make_model, make_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-model")
+    tok = make_tokenizer()
+    make_model(tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _train_args(model_dir, out, *extra):
+    return ["train", "--task", "gsm8k", "--gsm8k-path", str(SAMPLE_PATH), "--model", str(model_dir),
+            "--n-steps", "2", "--batch-prompts", "2", "--m", "2", "--max-new-tokens", "4", "--n-scenarios", "6",
+            "--lora-r", "2", "--lora-alpha", "4", "--out-dir", str(out), "--device", "cpu", "--no-verbose", *extra]
+
+
+def test_train_writes_history_checkpoint_and_adapter(model_dir, tmp_path, capsys):
+    assert main(_train_args(model_dir, tmp_path / "run", "--checkpoint-every", "1", "--condition", "0:1")) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [1, 2]
+    assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+    assert (tmp_path / "run" / "checkpoint-2" / "COMPLETE").exists()
+
+
+def test_config_file_and_flags_override(model_dir, tmp_path, capsys):
+    cfg = tmp_path / "grpo.toml"
+    cfg.write_text('[grpo]\nmode = "an"\nkl_coef = 0.0\nm = 3\n')
+    assert main(["train", "--config", str(cfg), "--m", "5", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["mode"] == "an" and printed["m"] == 5 and printed["kl_coef"] == 0.0
+    cfg.write_text('[grpo]\nbogus = 1\n')
+    assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+    assert "unknown GRPOConfig option(s) ['bogus']" in capsys.readouterr().err
+
+
+def test_train_errors_are_one_line(model_dir, tmp_path, capsys):
+    assert main(_train_args(model_dir, tmp_path / "r", "--weights", "1,1")) == 2
+    assert "3 reward channels" in capsys.readouterr().err
+    assert main(_train_args(model_dir, tmp_path / "r", "--m", "1")) == 2
+    assert "m=1" in capsys.readouterr().err
+    assert main(["train", "--model", str(tmp_path / "missing"), "--task", "gsm8k", "--gsm8k-path", str(SAMPLE_PATH),
+                 "--device", "cpu", "--n-scenarios", "2"]) == 2
+    assert "could not load model" in capsys.readouterr().err
+
+
+def test_eval_compares_base_and_adapter(model_dir, tmp_path, capsys):
+    main(_train_args(model_dir, tmp_path / "run"))
+    capsys.readouterr()
+    code = main(["eval", "--task", "gsm8k", "--gsm8k-path", str(SAMPLE_PATH), "--model", str(model_dir),
+                 "--adapters", str(tmp_path / "run" / "final"), "--n-prompts", "3", "--m", "2", "--max-new-tokens", "4",
+                 "--device", "cpu", "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["results"]) == {"base", str(tmp_path / "run" / "final")}
+    assert payload["results"]["base"]["n_prompts"] == 3

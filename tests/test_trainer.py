@@ -1,0 +1,252 @@
+"""GRPOTrainer on a tiny random Llama: learning, KL/ratio, padding, checkpoints, failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from multireward_grpo import GRPOConfig, GRPOTrainer  # noqa: E402
+from multireward_grpo.train.rollout import (  # noqa: E402
+    normalize_prompt,
+    render_prompts,
+    sample_completions,
+    token_logprobs,
+)
+from tiny_lm import make_model, make_tokenizer  # noqa: E402
+
+PROMPTS = ["say yes", "one two", "the cat", "hello", "please help", "thank you", "a dog", "good answer"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def e_reward(completion, prompt):
+    """Channel 0: share of 'e' among letters; channel 1: 1 when short. Learnable by token choice."""
+    letters = [c for c in completion if c.isalpha()]
+    share = sum(c == "e" for c in letters) / len(letters) if letters else 0.0
+    return (share, 1.0 if len(completion) < 12 else 0.0)
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="tiny", weights=(1.0, 0.0), n_steps=2, batch_prompts=2, m=4, max_new_tokens=6,
+                temperature=1.0, lr=1e-2, kl_coef=0.0, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=0, sample_every=1, verbose=False,
+                micro_batch_size=3)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def _trainer(tmp_path, tokenizer, reward=e_reward, prompts=PROMPTS, **kw):
+    return GRPOTrainer(_config(tmp_path, **kw), reward, prompts, model=make_model(tokenizer), tokenizer=tokenizer)
+
+
+def _lora_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+
+
+def _base_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" not in k}
+
+
+# --------------------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("mode", ["na", "an"])
+def test_training_raises_a_learnable_reward(tmp_path, tokenizer, mode):
+    trainer = _trainer(tmp_path, tokenizer, mode=mode, weights=(1.0, 0.2), n_steps=30, batch_prompts=4, m=8,
+                       lr=2e-2, lora_r=8, lora_alpha=16, sample_every=0)
+    base_before = _base_state(trainer)
+    lora_before = _lora_state(trainer)
+    history = trainer.train()
+    assert len(history) == 30
+    first = np.mean([h["mean_channel_0"] for h in history[:6]])
+    last = np.mean([h["mean_channel_0"] for h in history[-6:]])
+    assert last > first + 0.15, (first, last)  # seen here: ~0.08 -> ~0.45
+    assert any(not torch.equal(v, lora_before[k]) for k, v in _lora_state(trainer).items())
+    assert all(torch.equal(v, base_before[k]) for k, v in _base_state(trainer).items())
+    assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+
+
+def test_history_keys_and_jsonl(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, n_steps=2, kl_coef=0.05)
+    history = trainer.train()
+    keys = {"step", "loss", "pg_loss", "kl", "grad_norm", "mean_reward", "mean_aggregate_reward",
+            "mean_channel_0", "mean_channel_1", "zero_var_frac_0", "clip_frac", "completion_len_mean",
+            "gen_tokens_per_s", "train_tokens_per_s", "step_seconds", "adv_std", "truncated_frac"}
+    assert keys <= set(history[0])
+    lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
+    assert (tmp_path / "run" / "samples.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- objective checks
+
+
+def test_first_update_has_zero_kl_and_unit_ratio(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, kl_coef=0.1, num_iterations=2, n_steps=1)
+    record = trainer.train_step()
+    # LoRA starts with B = 0: the policy equals the reference exactly, and the
+    # first of the two iterations sees the sampling policy itself.
+    assert record["kl"] == 0.0
+    assert record["clip_frac"] == 0.0
+
+
+def test_reference_is_the_base_model_not_a_copy(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, kl_coef=0.1)
+    assert trainer.reference is None
+    full = _trainer(tmp_path, tokenizer, kl_coef=0.1, use_lora=False)
+    assert full.reference is not None and not any(p.requires_grad for p in full.reference.parameters())
+    none = _trainer(tmp_path, tokenizer, kl_coef=0.0, use_lora=False)
+    assert none.reference is None
+
+
+def test_full_finetune_updates_base_weights(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, use_lora=False, kl_coef=0.05, n_steps=2, lr=1e-3)
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.named_parameters())
+
+
+def test_logprobs_do_not_depend_on_batch_padding(tokenizer):
+    model = make_model(tokenizer)
+    items = [normalize_prompt(p, i) for i, p in enumerate(["hi", "one two three four five six seven eight nine"])]
+    texts = render_prompts(tokenizer, items)
+    together = sample_completions(model, tokenizer, texts, m=2, max_new_tokens=5, temperature=1.0, generator_seed=0)
+    short_rows = together.rows(slice(0, 2))
+    lp_batched = token_logprobs(model, together, micro_batch_size=4)[:2]
+    # the same rows alone: strip the extra left padding the long prompt forced on them
+    keep = short_rows.prompt_mask.sum(1).max()
+    alone = short_rows.rows(slice(0, 2))
+    alone.prompt_ids, alone.prompt_mask = alone.prompt_ids[:, -keep:], alone.prompt_mask[:, -keep:]
+    lp_alone = token_logprobs(model, alone, micro_batch_size=4)
+    mask = short_rows.completion_mask.bool()
+    assert together.prompt_mask[0].sum() < together.prompt_mask.shape[1]  # it really was padded
+    torch.testing.assert_close(lp_batched[mask], lp_alone[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_completion_mask_stops_at_first_eos(tokenizer):
+    from multireward_grpo.train.rollout import completion_mask_from_eos
+
+    eos = tokenizer.eos_token_id
+    ids = torch.tensor([[5, 6, eos, 7, eos], [5, 6, 7, 8, 9], [eos, 1, 1, 1, 1]])
+    mask, truncated = completion_mask_from_eos(ids, [eos])
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert truncated.tolist() == [False, True, False]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tokenizer):
+    straight = _trainer(tmp_path / "a", tokenizer, n_steps=4, lora_dropout=0.1)
+    straight.train()
+    first = _trainer(tmp_path / "b", tokenizer, n_steps=2, checkpoint_every=1, lora_dropout=0.1)
+    first.train()
+    resumed = _trainer(tmp_path / "b", tokenizer, n_steps=4, resume_from="latest", lora_dropout=0.1)
+    assert resumed.step == 2
+    resumed.train()
+    for k, v in _lora_state(straight).items():
+        torch.testing.assert_close(_lora_state(resumed)[k], v, atol=0, rtol=0)
+    assert [h["mean_reward"] for h in resumed.history] == [h["mean_reward"] for h in straight.history]
+    lines = (tmp_path / "b" / "run" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, tokenizer, monkeypatch):
+    from multireward_grpo.train import checkpoint as ckpt
+
+    trainer = _trainer(tmp_path, tokenizer, n_steps=3, checkpoint_every=1)
+    trainer.train_step()
+    ckpt.save_checkpoint(trainer)
+    real_save = torch.save
+
+    def dying_save(obj, path, *a, **k):
+        if str(path).endswith("rng.pt"):
+            raise KeyboardInterrupt("killed mid-write")
+        return real_save(obj, path, *a, **k)
+
+    trainer.train_step()
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(trainer)
+    monkeypatch.setattr(torch, "save", real_save)
+    out = tmp_path / "run"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))) == ["checkpoint-1"]
+    assert ckpt.latest_checkpoint(out).name == "checkpoint-1"
+    resumed = _trainer(tmp_path, tokenizer, n_steps=3, resume_from="latest")
+    assert resumed.step == 1
+
+
+def test_resume_from_an_incomplete_folder_is_refused(tmp_path, tokenizer):
+    (tmp_path / "run" / "checkpoint-7").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        _trainer(tmp_path, tokenizer, resume_from=str(tmp_path / "run" / "checkpoint-7"))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        _trainer(tmp_path, tokenizer, resume_from="latest")
+
+
+# --------------------------------------------------------------------------- rewards and inputs
+
+
+def test_reward_function_failure_names_the_completion(tmp_path, tokenizer):
+    from multireward_grpo.rewards import RewardFunctionError
+
+    def broken(completion, prompt):
+        raise KeyError("gold")
+
+    trainer = _trainer(tmp_path, tokenizer, reward=broken)
+    with pytest.raises(RewardFunctionError) as err:
+        trainer.train_step()
+    assert isinstance(err.value.__cause__, KeyError)
+    assert "completion" in str(err.value)
+
+
+def test_nan_rewards_follow_nan_policy(tmp_path, tokenizer):
+    def sometimes_nan(completion, prompt):
+        return (float("nan") if prompt == "say yes" else 0.5 + 0.1 * len(completion) % 3, 1.0)
+
+    prompts = ["say yes", "hello"]
+    trainer = _trainer(tmp_path, tokenizer, reward=sometimes_nan, prompts=prompts)
+    with pytest.raises(ValueError, match="NaN"):
+        trainer.train_step()
+    trainer = _trainer(tmp_path, tokenizer, reward=sometimes_nan, prompts=prompts, nan_policy="propagate")
+    record = trainer.train_step()
+    assert np.isfinite(record["loss"])
+
+
+def test_prompt_items_reach_the_reward_function(tmp_path, tokenizer):
+    seen = []
+
+    def reward(completion, prompt):
+        seen.append(prompt)
+        return (0.0, 1.0)
+
+    prompts = [{"messages": [{"role": "user", "content": "hello"}], "gold": "42"}, [{"role": "user", "content": "a dog"}]]
+    _trainer(tmp_path, tokenizer, reward=reward, prompts=prompts).train_step()
+    assert {"messages": [{"role": "user", "content": "hello"}], "gold": "42"} in seen
+
+
+def test_bad_inputs(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="prompts is empty"):
+        _trainer(tmp_path, tokenizer, prompts=[])
+    with pytest.raises(TypeError, match="prompt 1 must be a string"):
+        _trainer(tmp_path, tokenizer, prompts=["ok", 3])
+    with pytest.raises(ValueError, match="LoRA target modules of this model could be among"):
+        _trainer(tmp_path, tokenizer, lora_target_modules=("c_attn",))
+
+
+def test_evaluate_reports_means_and_standard_errors(tmp_path, tokenizer):
+    trainer = GRPOTrainer(_config(tmp_path), e_reward, PROMPTS, eval_prompts=PROMPTS[:5],
+                          model=make_model(tokenizer), tokenizer=tokenizer)
+    result = trainer.evaluate(m=3)
+    assert result.n_prompts == 5 and result.per_prompt.shape == (5, 2)
+    np.testing.assert_allclose(result.means, result.per_prompt.mean(0))
+    np.testing.assert_allclose(result.stderrs, result.per_prompt.std(0, ddof=1) / np.sqrt(5))
