@@ -69,3 +69,15 @@ def test_eval_compares_base_and_adapter(model_dir, tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert set(payload["results"]) == {"base", str(tmp_path / "run" / "final")}
     assert payload["results"]["base"]["n_prompts"] == 3
+
+
+def test_fintech_task_trains_and_evaluates(model_dir, tmp_path, capsys):
+    args = ["train", "--task", "fintech", "--model", str(model_dir), "--n-steps", "1", "--batch-prompts", "2",
+            "--m", "2", "--max-new-tokens", "4", "--n-scenarios", "4", "--lora-r", "2", "--lora-alpha", "4",
+            "--out-dir", str(tmp_path / "f"), "--device", "cpu", "--no-verbose", "--condition", "0:1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["eval", "--task", "fintech", "--model", str(model_dir), "--adapters", str(tmp_path / "f" / "final"),
+                 "--n-prompts", "2", "--m", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "compliance" in out and "aggregate" in out and "base" in out
