@@ -250,3 +250,28 @@ def test_evaluate_reports_means_and_standard_errors(tmp_path, tokenizer):
     assert result.n_prompts == 5 and result.per_prompt.shape == (5, 2)
     np.testing.assert_allclose(result.means, result.per_prompt.mean(0))
     np.testing.assert_allclose(result.stderrs, result.per_prompt.std(0, ddof=1) / np.sqrt(5))
+
+
+def test_eval_every_writes_eval_records(tmp_path, tokenizer):
+    config = _config(tmp_path, n_steps=2, eval_every=1, eval_m=2)
+    trainer = GRPOTrainer(config, e_reward, PROMPTS, eval_prompts=PROMPTS[:3], model=make_model(tokenizer),
+                          tokenizer=tokenizer)
+    trainer.train()
+    records = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[0]["eval"]["n_prompts"] == 3 and len(records[0]["eval"]["means"]) == 2
+
+
+def test_config_validation_says_what_to_set():
+    with pytest.raises(ValueError, match="m=1: a group needs at least 2 rollouts"):
+        GRPOConfig(m=1)
+    with pytest.raises(ValueError, match="loss_type='bogus'; choose one of grpo, dr_grpo, token_mean"):
+        GRPOConfig(loss_type="bogus")
+    with pytest.raises(ValueError, match="target=5"):
+        GRPOConfig(conditioning=("0:5",))
+    with pytest.raises(ValueError, match="unknown GRPOConfig option"):
+        GRPOConfig.from_dict({"learning_rate": 1e-5})
+    cfg = GRPOConfig(weights="1,2", report_to="tensorboard", conditioning=["0:1:subgroup"])
+    assert cfg.weights == (1.0, 2.0) and cfg.report_to == ("jsonl", "tensorboard")
+    assert cfg.parsed_conditioning()[0].method == "subgroup"
+    assert "kl_coef" in GRPOConfig.describe()
