@@ -6,6 +6,7 @@ trainer, plots, real-model generation) import their dependencies when used.
 
 from importlib import metadata as _metadata
 
+from multireward_grpo._lazy import lazy_attributes
 from multireward_grpo.advantage import (
     Conditioning,
     EstimatorOptions,
@@ -48,19 +49,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multireward_grpo' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("multireward_grpo", _LAZY, globals())
 
 
 try:

@@ -3,6 +3,8 @@
 Names load on first use, so ``import multireward_grpo.examples`` stays light.
 """
 
+from multireward_grpo._lazy import lazy_attributes
+
 _LAZY = {
     "FintechRewardConfig": "multireward_grpo.examples.fintech",
     "FintechRewardFunction": "multireward_grpo.examples.fintech",
@@ -20,16 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multireward_grpo.examples' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes("multireward_grpo.examples", _LAZY, globals())
