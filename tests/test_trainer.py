@@ -275,3 +275,29 @@ def test_config_validation_says_what_to_set():
     assert cfg.weights == (1.0, 2.0) and cfg.report_to == ("jsonl", "tensorboard")
     assert cfg.parsed_conditioning()[0].method == "subgroup"
     assert "kl_coef" in GRPOConfig.describe()
+
+
+def test_gradient_checkpointing_still_trains_the_adapter(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, gradient_checkpointing=True, n_steps=1, lr=1e-2)
+    before = _lora_state(trainer)
+    trainer.train()
+    assert any(not torch.equal(v, before[k]) for k, v in _lora_state(trainer).items())
+
+
+def test_logprobs_use_the_sampling_temperature(tokenizer):
+    model = make_model(tokenizer)
+    texts = render_prompts(tokenizer, [normalize_prompt("hello", 0)])
+    rollouts = sample_completions(model, tokenizer, texts, m=2, max_new_tokens=4, temperature=0.7, generator_seed=1)
+    hot = token_logprobs(model, rollouts, micro_batch_size=2, temperature=0.7)
+    cold = token_logprobs(model, rollouts, micro_batch_size=2, temperature=1.0)
+    assert not torch.allclose(hot, cold)
+    # the tempered log-probs are a normalized distribution at every position
+    from multireward_grpo.train.rollout import Rollouts
+
+    one = Rollouts(rollouts.prompt_ids[:1], rollouts.prompt_mask[:1], rollouts.completion_ids[:1, :1],
+                   torch.ones(1, 1, dtype=torch.long), [""], rollouts.truncated[:1])
+    total = 0.0
+    for token in range(len(tokenizer)):
+        one.completion_ids = torch.tensor([[token]])
+        total += float(token_logprobs(model, one, micro_batch_size=1, temperature=0.7).exp())
+    assert total == pytest.approx(1.0, abs=1e-4)

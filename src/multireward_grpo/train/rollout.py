@@ -11,6 +11,11 @@ Shared by the trainer and the real-model rollout backend. Conventions:
 * A completion ends at its first EOS, which is kept in the mask (the model
   must learn to stop); tokens after it are masked out. A completion without
   EOS was cut at ``max_new_tokens`` and is flagged ``truncated``.
+* Sampling is plain temperature (and top-p) sampling: the model's own
+  generation-config processors (top-k, repetition penalty) are switched off,
+  and log-probs are taken of the same tempered distribution
+  (``logits / temperature``), so the trained log-probs are those of the
+  distribution that produced the samples.
 """
 
 from __future__ import annotations
@@ -140,8 +145,8 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     for start in range(0, prompt_ids.shape[0], batch_size):
         out = model.generate(
             input_ids=prompt_ids[start:start + batch_size], attention_mask=prompt_mask[start:start + batch_size],
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-            pad_token_id=pad, eos_token_id=eos,
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
         )
         chunks.append(out[:, prompt_ids.shape[1]:])
     width = max(c.shape[1] for c in chunks)
@@ -151,25 +156,27 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, truncated)
 
 
-def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int) -> torch.Tensor:
+def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int, temperature: float = 1.0) -> torch.Tensor:
     """Log-probability of every completion token under ``model``, (N, Lc) float32.
 
     Gradients flow when called with grad enabled. Only the logits of the
-    completion positions are materialized (``logits_to_keep``).
+    completion positions are materialized (``logits_to_keep``); they are
+    divided by ``temperature``, the sampling temperature.
     """
     parts = []
     for start in range(0, len(rollouts), micro_batch_size):
-        parts.append(_micro_logprobs(model, rollouts.rows(slice(start, start + micro_batch_size))))
+        parts.append(micro_logprobs(model, rollouts.rows(slice(start, start + micro_batch_size)), temperature))
     return torch.cat(parts)
 
 
-def _micro_logprobs(model, batch: Rollouts) -> torch.Tensor:
+def micro_logprobs(model, batch: Rollouts, temperature: float = 1.0) -> torch.Tensor:
+    """:func:`token_logprobs` of one micro-batch, in one forward pass."""
     input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (b, Lp + Lc)
     attention = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
     n_completion = batch.completion_ids.shape[1]
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                    logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1]  # (b, Lc, V)
-    logits = logits.float()
+    logits = logits.float() / temperature
     picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)

