@@ -222,11 +222,16 @@ def test_gsm8k_corpus_and_theorem3(smollm2_folder):
     from multireward_grpo import analyze
     from multireward_grpo.examples.gsm8k import SAMPLE_PATH, gsm8k_prompts_with_gold
     from multireward_grpo.generation import HFBackend, pack_for_analysis, run_corpus
+    from multireward_grpo.rewards import RewardConfig
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_folder)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    # The default reward (MathRewardFunction). A 135M model in 48 tokens is
+    # practically never correct, so with the default gamma = 0 the gated length
+    # channel would be 0 everywhere too and every channel degenerate; gamma = 1
+    # leaves the length channel ungated, so the harness sees one live channel.
     backend = HFBackend(str(smollm2_folder), model=model, tokenizer=tokenizer, max_new_tokens=48, temperature=0.8,
-                        device="cpu")
+                        device="cpu", reward_config=RewardConfig(contamination_gamma=1.0))
     prompts = gsm8k_prompts_with_gold(4, path=SAMPLE_PATH)
     assert len(prompts) == 4
     corpus = run_corpus(backend, prompts, m_grid=[4], K_seeds=2, progress=False)
@@ -259,6 +264,8 @@ def test_gsm8k_corpus_and_theorem3(smollm2_folder):
     expected = _degenerate_counts(rewards)
     np.testing.assert_array_equal(result.degenerate_groups, expected)
     assert ((0 <= expected) & (expected <= result.n_groups)).all()
+    assert expected[1] < result.n_groups, "completion lengths should differ inside some group"
+    assert result.predicted_pooled > 0 and (result.predicted["an"] > 0).any()
     # A channel constant in every group has no correlation with anything: its
     # diagonal of the pooled C is 0; otherwise it is the share of live groups.
     np.testing.assert_allclose(np.diag(result.pooled_C), 1 - expected / result.n_groups, atol=1e-6)

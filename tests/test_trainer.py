@@ -302,3 +302,15 @@ def test_logprobs_use_the_sampling_temperature(tokenizer):
         with torch.no_grad():
             total += float(token_logprobs(model, one, micro_batch_size=1, temperature=0.7).exp())
     assert total == pytest.approx(1.0, abs=1e-4)
+
+
+def test_prompt_sampler_is_without_replacement_per_epoch():
+    from multireward_grpo.train.trainer import PromptSampler
+
+    sampler = PromptSampler(7, seed=3)
+    drawn = sampler.next(21)
+    for epoch in range(3):
+        assert sorted(drawn[7 * epoch: 7 * epoch + 7]) == list(range(7))
+    assert drawn[:7] != drawn[7:14]  # a fresh order each epoch
+    again = PromptSampler(7, seed=3)
+    assert again.next(5) + again.next(16) == drawn  # the state is just the count drawn

@@ -68,11 +68,14 @@ class PromptSampler:
     n_prompts: int
     seed: int
     drawn: int = 0
+    _cached: tuple = (-1, None)
 
     def order(self, epoch: int):
         import numpy as np
 
-        return np.random.default_rng(_stable_seed(self.seed, "epoch", epoch)).permutation(self.n_prompts)
+        if self._cached[0] != epoch:
+            self._cached = (epoch, np.random.default_rng(_stable_seed(self.seed, "epoch", epoch)).permutation(self.n_prompts))
+        return self._cached[1]
 
     def next(self, k: int) -> list[int]:
         picked = []
