@@ -155,6 +155,19 @@ def _degenerate_counts(rewards: np.ndarray) -> np.ndarray:
     return counts
 
 
+def _pooled_diagonal(rewards: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """(R,) diagonal of the group correlation averaged over groups (ddof 0): a plain loop."""
+    P, K, _, R = rewards.shape
+    total = np.zeros(R)
+    for p in range(P):
+        for k in range(K):
+            for c in range(R):
+                column = rewards[p, k, :, c]
+                if not all(v == column[0] for v in column):
+                    total[c] += float(np.var(column)) / (float(np.std(column)) + eps) ** 2
+    return total / (P * K)
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -266,9 +279,9 @@ def test_gsm8k_corpus_and_theorem3(smollm2_folder):
     assert ((0 <= expected) & (expected <= result.n_groups)).all()
     assert expected[1] < result.n_groups, "completion lengths should differ inside some group"
     assert result.predicted_pooled > 0 and (result.predicted["an"] > 0).any()
-    # A channel constant in every group has no correlation with anything: its
-    # diagonal of the pooled C is 0; otherwise it is the share of live groups.
-    np.testing.assert_allclose(np.diag(result.pooled_C), 1 - expected / result.n_groups, atol=1e-6)
+    # The diagonal of the pooled C, by a loop: a group adds var / (std + eps)^2
+    # (about 1) for a live channel and exactly 0 for a constant one.
+    np.testing.assert_allclose(np.diag(result.pooled_C), _pooled_diagonal(rewards), rtol=1e-9, atol=1e-12)
 
 
 def test_cli_train_end_to_end(smollm2_folder, tmp_path, capsys):

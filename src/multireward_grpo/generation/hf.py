@@ -64,7 +64,9 @@ class HFBackend:
     def describe(self) -> dict:
         """Settings recorded in a corpus header (a resumed run must match them)."""
         cfg = self.config
-        return {"backend": "hf", "model": cfg.model, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+        # With a model object passed in, its own name is the truth, not the model_name default.
+        name = getattr(self.model, "name_or_path", None) or cfg.model
+        return {"backend": "hf", "model": str(name), "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                 "top_p": cfg.top_p, "seed": cfg.seed, "system_prompt": cfg.system_prompt}
 
     def generate(self, prompt: Any, gold: Any = None, m: int = 8, seed_idx: int = 0) -> dict:
