@@ -62,7 +62,8 @@ class GRPOConfig:
     num_iterations: int = _opt(1, "policy updates per batch of rollouts (GRPO's mu); > 1 makes the clip bite")
     loss_type: str = _opt("grpo", "token aggregation: grpo (mean per sequence, then over sequences; Shao et al. 2024), "
                                   "dr_grpo (sum / (sequences x max_new_tokens); Liu et al. 2025), token_mean (DAPO)")
-    micro_batch_size: int = _opt(8, "sequences per forward/backward pass; gradients accumulate over the step")
+    micro_batch_size: int = _opt(4, "sequences per forward/backward pass; gradients accumulate over the step "
+                                    "(larger is faster on a GPU, smaller keeps less activation memory)")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables clipping)")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
