@@ -361,3 +361,17 @@ def test_import_is_light():
             "print([m for m in ('datasets', 'pandas', 'torch', 'pyarrow') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_analyze_reads_released_fintech_schema(tmp_path, capsys):
+    import json
+
+    from multireward_grpo.cli import main
+
+    path = tmp_path / "fintech_rollouts.jsonl"
+    write(shuffled(fintech_rows()), path)
+    assert main(["analyze", str(path), "--json", "--n-resamples", "20", "--no-progress"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (result,) = payload["results"]
+    assert result["P"] == len(SCENARIOS) and result["K"] == K and result["m"] == M
+    assert len(result["w"]) == 3  # compliance, politeness_gated, action

@@ -189,11 +189,21 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: str, channels):
-    from multireward_grpo.generation import load_corpus, load_long_table
+    """Our corpus files, or any rollout table load_rollouts knows (the released GSM8K/fintech schemas)."""
+    from multireward_grpo.generation import load_corpus, load_rollouts
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
-    return load_long_table(path, channels=channels) if channels else load_corpus(path)
+    if not channels:
+        try:
+            return load_corpus(path)
+        except (ValueError, KeyError) as corpus_error:
+            try:
+                return load_rollouts(path).to_corpus()
+            except (ValueError, KeyError) as rollouts_error:
+                raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
+                                 f"({rollouts_error})") from None
+    return load_rollouts(path, channels=channels).to_corpus()
 
 
 def _tensor(corpus, m: int, drop_incomplete: bool):
