@@ -69,6 +69,8 @@ from typing import Any
 
 import numpy as np
 
+from multireward_grpo._validate import check_int
+
 __all__ = [
     "Corpus",
     "load_corpus",
@@ -230,19 +232,11 @@ def _jsonable(values: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_m_grid(m_grid: Any) -> tuple[int, ...]:
     values = [m_grid] if isinstance(m_grid, (int, np.integer)) else list(m_grid)
     if not values:
         raise ValueError("m_grid is empty; give at least one group size, e.g. m_grid=[8]")
-    sizes = [_check_int("each m in m_grid", m, 1) for m in values]
+    sizes = [check_int("each m in m_grid", m, 1) for m in values]
     if min(sizes) < 2:
         raise ValueError(f"m_grid must hold group sizes >= 2 (a group of 1 has no within-group variance), got {values}")
     return tuple(sorted(set(sizes)))
@@ -531,7 +525,7 @@ def run_corpus(backend: Any, prompts_with_gold: Sequence, m_grid: Sequence[int] 
     """
     prompts, golds = _check_prompts(prompts_with_gold)
     m_grid = _check_m_grid(m_grid)
-    K = _check_int("K_seeds", K_seeds, 1)
+    K = check_int("K_seeds", K_seeds, 1)
     channels = _backend_channels(backend)
     corpus = Corpus(prompts=prompts, golds=golds, channel_names=channels, seed_indices=range(K), m_grid=m_grid,
                     groups={}, subsample_from_max=subsample_from_max,
@@ -608,8 +602,8 @@ def pack_for_analysis(corpus: Corpus, m: int, *, prompts: Sequence[int] | None =
     ValueError
         If any packed prompt lacks a seed: missing groups are never zero-filled.
     """
-    m = _check_int("m", m, 2)
-    rows = list(range(corpus.P)) if prompts is None else [_check_int("prompt position", p, 0) for p in prompts]
+    m = check_int("m", m, 2)
+    rows = list(range(corpus.P)) if prompts is None else [check_int("prompt position", p, 0) for p in prompts]
     if not rows or corpus.K == 0:
         raise ValueError("nothing to pack: the corpus (or the prompts selection) is empty")
     for p in rows:

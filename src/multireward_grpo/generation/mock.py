@@ -33,6 +33,7 @@ import numpy as np
 
 from multireward_grpo._matrices import validate_correlation
 from multireward_grpo._seeding import make_rng
+from multireward_grpo._validate import check_int
 
 _STD_NORMAL = NormalDist()
 
@@ -218,14 +219,6 @@ def _check_difficulty(difficulty: Any, R: int) -> np.ndarray:
     return d
 
 
-def _check_index(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 class MockBackend:
     """Synthetic rollouts with ``R`` correlated reward channels.
 
@@ -270,7 +263,7 @@ class MockBackend:
         self.C = validate_correlation(np.eye(R) if C is None else C, R, "marginals")
         self.marginals = marginals if marginals is not None else default_marginals(R, 0.5 if p is None else p)
         self.difficulty = _check_difficulty(difficulty, R)
-        self.seed = _check_index("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.channel_names = _check_channel_names(channel_names, R)
         self._L = _factor(self.C)
         self.C.setflags(write=False)
@@ -311,8 +304,8 @@ class MockBackend:
         -------
         rewards : (m, R) float64 array
         """
-        m = _check_index("m", m, 1)
-        seed_idx = _check_index("seed_idx", seed_idx, 0)
+        m = check_int("m", m, 1)
+        seed_idx = check_int("seed_idx", seed_idx, 0)
         rng = make_rng(self.seed, "mock-rollouts", prompt, seed_idx)
         z = rng.standard_normal((m, self.R)) @ self._L.T + self.prompt_shift(prompt)
         out = np.empty((m, self.R))
