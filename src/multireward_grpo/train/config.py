@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 __all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS", "REPORTERS"]
 

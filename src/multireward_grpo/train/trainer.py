@@ -25,7 +25,6 @@ Deliberate choices, named here so they are not mistaken for accidents:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -233,7 +232,7 @@ class GRPOTrainer:
                 logger.log(record, self)
                 self._maybe_checkpoint(final=self.step == self.config.n_steps)
                 if self.config.eval_every and self.eval_prompts and self.step % self.config.eval_every == 0:
-                    logger.log_eval(self.step, self.evaluate(self.eval_prompts_raw(), m=self.config.eval_m))
+                    logger.log_eval(self.step, self.evaluate(m=self.config.eval_m))
         finally:
             logger.close()
         self.save(self.out_dir / "final")
@@ -285,9 +284,6 @@ class GRPOTrainer:
         return evaluate_model(self.model, self.tokenizer, self.reward, items, m=m, seed=seed, weights=cfg.weights,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy)
-
-    def eval_prompts_raw(self):
-        return [p.original for p in self.eval_prompts]
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -407,13 +403,3 @@ def _normalized(item, index, system_prompt):
 def train_grpo(config: GRPOConfig, reward_fn, prompts, **kwargs) -> list[dict]:
     """``GRPOTrainer(config, reward_fn, prompts, **kwargs).train()``."""
     return GRPOTrainer(config, reward_fn, prompts, **kwargs).train()
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
-def dumps(record: dict) -> str:
-    return json.dumps(record, default=_json_default)
