@@ -34,13 +34,17 @@ class HFBackend:
     system_prompt : str, optional
     seed : int
         Backend seed.
+    share_prompt_cache : bool
+        Run the prompt once per group and share its KV cache across the ``m``
+        samples (False for models whose cache cannot be indexed by row).
     model, tokenizer : optional
         Already-loaded objects.
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen2.5-1.5B-Instruct", *, device: str = "auto", dtype: str = "auto",
                  max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95, reward_fn=None,
-                 reward_config=None, system_prompt: str | None = None, seed: int = 0, model=None, tokenizer=None):
+                 reward_config=None, system_prompt: str | None = None, seed: int = 0, share_prompt_cache: bool = True,
+                 model=None, tokenizer=None):
         from multireward_grpo.rewards import MathRewardFunction, RewardConfig, as_reward_function
         from multireward_grpo.train.config import GRPOConfig
         from multireward_grpo.train.trainer import _device_and_dtype, _load, _require_llm
@@ -50,7 +54,8 @@ class HFBackend:
             reward_fn = MathRewardFunction(reward_config or RewardConfig())
         self.reward = as_reward_function(reward_fn)
         probe = GRPOConfig(model=model_name, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_p=top_p, system_prompt=system_prompt, seed=seed)
+                           temperature=temperature, top_p=top_p, system_prompt=system_prompt, seed=seed,
+                           share_prompt_cache=share_prompt_cache)
         self.config = probe
         self.device, self.dtype = _device_and_dtype(probe)
         self.model, self.tokenizer = _load(probe, model, tokenizer, self.device, self.dtype)
@@ -84,7 +89,7 @@ class HFBackend:
         rollouts = sample_completions(
             self.model, self.tokenizer, render_prompts(self.tokenizer, [normalized]), m=m,
             max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, top_p=self.config.top_p,
-            batch_size=max(m, 1), generator_seed=seed,
+            batch_size=max(m, 1), generator_seed=seed, share_prompt=self.config.share_prompt_cache,
         )
         rewards = self.reward.score_batch(rollouts.texts, [item] * m)
         return {"rewards": rewards, "completions": list(rollouts.texts)}

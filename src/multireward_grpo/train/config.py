@@ -69,6 +69,10 @@ class GRPOConfig:
     warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
     lr_scheduler: str = _opt("constant", "learning-rate schedule after warm-up: constant, linear or cosine (to 0)")
     gradient_checkpointing: bool = _opt(False, "recompute activations in backward to save memory")
+    share_prompt_cache: bool = _opt(True, "run each prompt once per group and let its m rollouts share the prompt's "
+                                          "KV cache, in generation and in the log-prob passes (same values and "
+                                          "gradients; False runs every sequence in full, for models whose cache "
+                                          "cannot be indexed by row)")
     # ---- model set-up
     seed: int = _opt(0, "seed of prompt order, sampling and LoRA init; a run is reproducible on CPU")
     use_lora: bool = _opt(True, "train a LoRA adapter (the reference is the base model with the adapter disabled)")

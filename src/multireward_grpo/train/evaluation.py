@@ -49,7 +49,8 @@ def summarize(rewards: np.ndarray, weights, channel_names, m: int) -> EvalResult
 
 
 def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weights, max_new_tokens: int,
-                   temperature: float, top_p: float = 1.0, batch_size: int = 32, nan_policy: str = "raise") -> EvalResult:
+                   temperature: float, top_p: float = 1.0, batch_size: int = 32, nan_policy: str = "raise",
+                   share_prompt: bool = True) -> EvalResult:
     """Sample ``m`` completions per prompt item and score them.
 
     Parameters
@@ -63,13 +64,15 @@ def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weight
         Completions per prompt.
     seed : int
         Sampling seed, so two models are compared on the same random stream.
+    share_prompt : bool
+        Run each prompt once and share its KV cache across its ``m`` samples.
     """
     from multireward_grpo.train.rollout import render_prompts, sample_completions
 
     model.eval()
     rollouts = sample_completions(model, tokenizer, render_prompts(tokenizer, items), m=m,
                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  batch_size=batch_size, generator_seed=seed)
+                                  batch_size=batch_size, generator_seed=seed, share_prompt=share_prompt)
     originals = [items[i // m].original for i in range(len(rollouts))]
     rewards = reward.score_batch(rollouts.texts, originals, nan_policy=nan_policy)
     return summarize(rewards.reshape(len(items), m, -1), weights, reward.channel_names, m)

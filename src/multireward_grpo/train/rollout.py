@@ -16,16 +16,25 @@ Shared by the trainer and the real-model rollout backend. Conventions:
   and log-probs are taken of the same tempered distribution
   (``logits / temperature``), so the trained log-probs are those of the
   distribution that produced the samples.
+* Prompt sharing: the ``m`` rows of a group share one prompt, so by default
+  the prompt (all but its last token) runs once per group and its KV cache
+  is indexed out to the group's rows, in generation and in the log-prob
+  passes (gradients flow back through the shared cache). Forward values and
+  gradients match the full-sequence pass up to float rounding; only LoRA
+  dropout differs, drawing one mask for the shared prompt instead of one
+  per row. ``share_prompt=False`` runs every row in full.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-__all__ = ["PromptItem", "Rollouts", "normalize_prompt", "render_prompts", "sample_completions", "token_logprobs"]
+__all__ = ["PromptItem", "Rollouts", "normalize_prompt", "prompt_groups", "render_prompts", "sample_completions",
+           "token_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -124,14 +133,76 @@ def eos_token_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first row of each run of identical prompts (G,), group index of every row (N,)).
+
+    Rows are compared with the row before them, so only consecutive repeats
+    (the prompt-major layout of a rollout batch) share a group.
+    """
+    same = (prompt_ids[1:] == prompt_ids[:-1]).all(dim=1) & (prompt_mask[1:] == prompt_mask[:-1]).all(dim=1)
+    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=prompt_ids.device), ~same])  # (N,)
+    return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
+
+
+def _worth_sharing(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool:
+    """Sharing pays when some rows repeat a prompt; it is off while activation checkpointing trains the
+    model, because transformers then turns the cache off."""
+    if prompt_ids.shape[1] < 2 or (model.training and _checkpointing(model)):
+        return False
+    return len(prompt_groups(prompt_ids, prompt_mask)[0]) < prompt_ids.shape[0]
+
+
+def _checkpointing(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # newer name first
+        if hasattr(type(base), name):
+            return bool(getattr(base, name))
+    return False
+
+
+def _cache_keyword(model) -> str:
+    """The forward/generate keyword of the KV cache: ``cache`` in newer transformers, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """KV cache of every prompt but its last token, run once per group and indexed out to the rows.
+
+    Parameters
+    ----------
+    prompt_ids, prompt_mask : (N, Lp) tensors
+        Left-padded prompts, groups of identical rows consecutive.
+
+    Returns
+    -------
+    Cache of length ``Lp - 1`` for all ``N`` rows. Built under the caller's
+    grad mode: with grad enabled, gradients of anything computed on top of
+    it reach the shared prompt pass.
+    """
+    first, group = prompt_groups(prompt_ids, prompt_mask)
+    ids, mask = prompt_ids[first, :-1], prompt_mask[first, :-1]  # (G, Lp - 1)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    keyword = _cache_keyword(model)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.get(keyword)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        raise ValueError(f"{type(model).__name__} returned a {type(cache).__name__} that cannot be indexed by row; "
+                         "set share_prompt_cache=False in the config")
+    cache.batch_select_indices(group)
+    return cache
+
+
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
                        temperature: float, top_p: float = 1.0, batch_size: int = 32,
-                       generator_seed: int | None = None) -> Rollouts:
+                       generator_seed: int | None = None, share_prompt: bool = True) -> Rollouts:
     """Sample ``m`` completions per prompt; rows are prompt-major (prompt i owns rows i*m .. i*m+m-1).
 
     Generation runs in batches of ``batch_size`` sequences; all rows share
-    one left-padded prompt width so the completions line up.
+    one left-padded prompt width so the completions line up. With
+    ``share_prompt`` each batch runs its distinct prompts once and starts
+    generation from their cache.
     """
     device = next(model.parameters()).device
     enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -143,8 +214,12 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
         torch.manual_seed(generator_seed)
     chunks = []
     for start in range(0, prompt_ids.shape[0], batch_size):
+        ids, mask = prompt_ids[start:start + batch_size], prompt_mask[start:start + batch_size]
+        cached = {}
+        if share_prompt and _worth_sharing(model, ids, mask):
+            cached = {_cache_keyword(model): prompt_cache(model, ids, mask)}
         out = model.generate(
-            input_ids=prompt_ids[start:start + batch_size], attention_mask=prompt_mask[start:start + batch_size],
+            input_ids=ids, attention_mask=mask, **cached,
             do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
             no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
         )
@@ -156,7 +231,8 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, truncated)
 
 
-def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int, temperature: float = 1.0) -> torch.Tensor:
+def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int, temperature: float = 1.0,
+                   share_prompt: bool = True) -> torch.Tensor:
     """Log-probability of every completion token under ``model``, (N, Lc) float32.
 
     Gradients flow when called with grad enabled. Only the logits of the
@@ -165,18 +241,26 @@ def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int, temperat
     """
     parts = []
     for start in range(0, len(rollouts), micro_batch_size):
-        parts.append(micro_logprobs(model, rollouts.rows(slice(start, start + micro_batch_size)), temperature))
+        batch = rollouts.rows(slice(start, start + micro_batch_size))
+        parts.append(micro_logprobs(model, batch, temperature, share_prompt=share_prompt))
     return torch.cat(parts)
 
 
-def micro_logprobs(model, batch: Rollouts, temperature: float = 1.0) -> torch.Tensor:
-    """:func:`token_logprobs` of one micro-batch, in one forward pass."""
-    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (b, Lp + Lc)
-    attention = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+def micro_logprobs(model, batch: Rollouts, temperature: float = 1.0, *, share_prompt: bool = True) -> torch.Tensor:
+    """:func:`token_logprobs` of one micro-batch (its prompts once per group when ``share_prompt``)."""
+    attention = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)  # (b, Lp + Lc)
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    n_completion = batch.completion_ids.shape[1]
+    n_prompt, n_completion = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
+    cached = {}
+    if share_prompt and _worth_sharing(model, batch.prompt_ids, batch.prompt_mask):
+        cached = {_cache_keyword(model): prompt_cache(model, batch.prompt_ids, batch.prompt_mask)}
+        # The last prompt token's logits predict the first completion token, so it runs on top of the cache.
+        input_ids = torch.cat([batch.prompt_ids[:, -1:], batch.completion_ids], dim=1)  # (b, 1 + Lc)
+        positions = positions[:, n_prompt - 1:]
+    else:
+        input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)  # (b, Lp + Lc)
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                   logits_to_keep=n_completion + 1, use_cache=False).logits[:, :-1]  # (b, Lc, V)
+                   logits_to_keep=n_completion + 1, use_cache=bool(cached), **cached).logits[:, :-1]  # (b, Lc, V)
     logits = logits.float() / temperature
     picked = logits.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)

@@ -283,7 +283,8 @@ class GRPOTrainer:
         cfg = self.config
         return evaluate_model(self.model, self.tokenizer, self.reward, items, m=m, seed=seed, weights=cfg.weights,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy)
+                              batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy,
+                              share_prompt=cfg.share_prompt_cache)
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -296,6 +297,7 @@ class GRPOTrainer:
             self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=self.config.m,
             max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
             top_p=self.config.top_p, batch_size=self.config.generation_batch_size,
+            share_prompt=self.config.share_prompt_cache,
         )
         return rollouts, time.perf_counter() - started
 
@@ -328,7 +330,8 @@ class GRPOTrainer:
             return token_logprobs(self.reference, rollouts, **self._logprob_kw())
 
     def _logprob_kw(self) -> dict:
-        return {"micro_batch_size": self.config.micro_batch_size, "temperature": self.config.temperature}
+        return {"micro_batch_size": self.config.micro_batch_size, "temperature": self.config.temperature,
+                "share_prompt": self.config.share_prompt_cache}
 
     def _update(self, rollouts, advantages) -> dict:
         import torch
@@ -363,7 +366,8 @@ class GRPOTrainer:
         size = self.config.micro_batch_size
         for start in range(0, len(rollouts), size):
             part = slice(start, start + size)
-            logp = micro_logprobs(self.model, rollouts.rows(part), self.config.temperature)
+            logp = micro_logprobs(self.model, rollouts.rows(part), self.config.temperature,
+                                  share_prompt=self.config.share_prompt_cache)
             old_part = logp.detach() if old is None else old[part]
             loss, stats = policy_loss(
                 logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
