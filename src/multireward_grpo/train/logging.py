@@ -13,17 +13,21 @@ i.e. gives no signal); ``adv_mean``, ``adv_std``, ``adv_abs_max``;
 bites); ``completion_len_mean``, ``completion_len_max``, ``truncated_frac``
 (completions cut at max_new_tokens); ``gen_tokens_per_s``,
 ``train_tokens_per_s``, ``gen_seconds``, ``step_seconds``.
+
+TensorBoard and W&B get every numeric key of a record, plus ``eval/...``
+scalars (see :func:`eval_scalars`) at each evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StepLogger", "step_record"]
+__all__ = ["StepLogger", "eval_scalars", "step_record"]
 
 
 def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
@@ -63,6 +67,15 @@ def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, ste
         "step_seconds": step_seconds,
     })
     return record
+
+
+def eval_scalars(result) -> dict:
+    """``eval/<channel>`` and ``eval/aggregate`` means (and ``_se``) of an EvalResult, for TensorBoard and W&B."""
+    scalars = {"eval/aggregate": float(result.aggregate_mean), "eval/aggregate_se": float(result.aggregate_stderr)}
+    for name, mean, se in zip(result.channel_names, result.means, result.stderrs):
+        scalars[f"eval/{name}"] = float(mean)
+        scalars[f"eval/{name}_se"] = float(se)
+    return scalars
 
 
 class StepLogger:
@@ -110,7 +123,9 @@ class StepLogger:
         except ImportError:
             print("report_to has wandb but it is not installed (pip install wandb); skipping it", file=sys.stderr)
             return None
-        return wandb.init(project="multireward-grpo", config=self.config.to_dict(), dir=str(self.out_dir))
+        # WANDB_PROJECT / WANDB_MODE (e.g. offline) from the environment are honoured.
+        project = os.environ.get("WANDB_PROJECT") or "multireward-grpo"
+        return wandb.init(project=project, config=self.config.to_dict(), dir=str(self.out_dir))
 
     def log(self, record: dict, trainer) -> None:
         samples = record.get("samples", [])
@@ -142,6 +157,12 @@ class StepLogger:
         record = {"step": step, "eval": result.to_dict()}
         with open(self.out_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        scalars = eval_scalars(result)
+        if self.tb is not None:
+            for key, value in scalars.items():
+                self.tb.add_scalar(key, value, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
 
     def close(self) -> None:
         self.history.close()

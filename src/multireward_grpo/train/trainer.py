@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -125,7 +126,10 @@ def _add_lora(model, cfg: GRPOConfig):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft asks transformers' deprecated is_gradient_checkpointing; the warning is not the user's to act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, lora)
     except ValueError as err:
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise ValueError(f"{err}. LoRA target modules of this model could be among: {', '.join(names[:40])}; "
