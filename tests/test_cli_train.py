@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -31,7 +32,10 @@ def _train_args(model_dir, out, *extra):
 
 def test_train_writes_history_checkpoint_and_adapter(model_dir, tmp_path, capsys):
     assert main(_train_args(model_dir, tmp_path / "run", "--checkpoint-every", "1", "--condition", "0:1")) == 0
-    assert "done: 2 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "done: 2 steps" in out and "first 1 vs last 1 steps:" in out
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     history = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2]
     assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
@@ -81,3 +85,15 @@ def test_fintech_task_trains_and_evaluates(model_dir, tmp_path, capsys):
                  "--n-prompts", "2", "--m", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "compliance" in out and "aggregate" in out and "base" in out
+
+
+def test_trend_summary_compares_the_first_and_last_quarter():
+    from multireward_grpo._cli_train import trend_summary
+
+    history = [{"mean_reward": 0.1 * t, "mean_channel_0": 1.0, "mean_channel_1": float(t % 2)} for t in range(8)]
+    lines = trend_summary(history, ("a", "b")).splitlines()
+    assert lines[0] == "first 2 vs last 2 steps:"
+    # mean_reward: (0 + 0.1) / 2 = 0.05 -> (0.6 + 0.7) / 2 = 0.65
+    assert lines[1].split() == ["mean", "reward", "0.050", "->", "0.650", "(+0.600)"]
+    assert lines[2].split() == ["a", "1.000", "->", "1.000", "(+0.000)"]
+    assert lines[3].split() == ["b", "0.500", "->", "0.500", "(+0.000)"]

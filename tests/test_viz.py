@@ -246,3 +246,61 @@ def test_bias_crossings_on_grid_points_and_none(tmp_path):
 def test_bias_bad_inputs(tmp_path, args, match):
     with pytest.raises(ValueError, match=match):
         viz.plot_bias_vs_gamma(*args, tmp_path / "bad.png")
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def _loop_trailing_mean(values, window):
+    out = []
+    for t in range(len(values)):
+        chunk = [v for v in values[max(0, t - window + 1):t + 1] if np.isfinite(v)]
+        out.append(sum(chunk) / len(chunk) if chunk else np.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 40])
+def test_trailing_mean_matches_a_loop(window):
+    values = np.random.default_rng(3).normal(size=30)
+    values[[4, 5, 6, 7, 8, 20]] = np.nan  # a run of NaNs longer than a small window
+    np.testing.assert_allclose(viz.trailing_mean(values, window), _loop_trailing_mean(values, window),
+                               rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("window", [0, -1, 2.5, True])
+def test_trailing_mean_rejects_bad_windows(window):
+    with pytest.raises(ValueError, match="window"):
+        viz.trailing_mean([1.0, 2.0], window)
+
+
+def _history(T=12, R=3):
+    rng = np.random.default_rng(0)
+    records = []
+    for t in range(1, T + 1):
+        record = {"step": t, "mean_reward": float(rng.uniform()), "kl": 0.01 * t, "loss": 0.0}
+        record.update({f"mean_channel_{c}": float(rng.uniform()) for c in range(R)})
+        records.append(record)
+    return records
+
+
+def test_training_curves_plot_the_history(tmp_path):
+    history = _history()
+    out = viz.plot_training_curves(history, tmp_path / "curves.png", channel_names=["a", "b", "c"], window=4)
+    _assert_png(out["path"])
+    np.testing.assert_array_equal(out["steps"], np.arange(1, 13))
+    assert list(out["smoothed"]) == ["mean reward", "a", "b", "c"]
+    expected = _loop_trailing_mean([r["mean_channel_1"] for r in history], 4)
+    np.testing.assert_allclose(out["smoothed"]["b"], expected, rtol=1e-12)
+
+
+def test_training_curves_check_their_input(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_training_curves([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="'kl'"):
+        viz.plot_training_curves([{"step": 1, "mean_reward": 0.5}], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="3 channels"):
+        viz.plot_training_curves(_history(), tmp_path / "x.png", channel_names=["a"])
+    broken = _history()
+    del broken[5]["mean_channel_2"]
+    with pytest.raises(ValueError, match="mean_channel_2"):
+        viz.plot_training_curves(broken, tmp_path / "x.png")

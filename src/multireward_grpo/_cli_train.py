@@ -110,9 +110,32 @@ def run_train(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"could not load model {config.model!r} ({err}); pass a local folder with --model "
                                 "or make sure the Hugging Face Hub is reachable") from None
     history = trainer.train()
-    last = history[-1]
-    print(f"done: {len(history)} steps, mean reward {last['mean_reward']:.4f}, adapter in {Path(config.out_dir) / 'final'}")
+    print(f"done: {len(history)} steps, adapter in {Path(config.out_dir) / 'final'}")
+    print(trend_summary(history, reward.channel_names))
+    _plot_curves(history, reward.channel_names, Path(config.out_dir) / "curves.png")
     return 0
+
+
+def trend_summary(history: list[dict], channel_names, *, k: int | None = None) -> str:
+    """Mean of each reward over the first and the last ``k`` steps (a quarter of the run by default)."""
+    k = k or max(1, len(history) // 4)
+    head, tail = history[:k], history[-k:]
+    keys = [("mean reward", "mean_reward")] + [(n, f"mean_channel_{c}") for c, n in enumerate(channel_names)]
+    lines = [f"first {k} vs last {k} steps:"]
+    for name, key in keys:
+        before = sum(r[key] for r in head) / len(head)
+        after = sum(r[key] for r in tail) / len(tail)
+        lines.append(f"  {name:<14} {before:.3f} -> {after:.3f} ({after - before:+.3f})")
+    return "\n".join(lines)
+
+
+def _plot_curves(history, channel_names, path: Path) -> None:
+    try:
+        from multireward_grpo.viz import plot_training_curves
+
+        print(f"curves: {plot_training_curves(history, path, channel_names=channel_names)['path']}")
+    except ImportError:
+        print('curves: not drawn (pip install "multireward-grpo[viz]" for curves.png)')
 
 
 # --------------------------------------------------------------------------- eval

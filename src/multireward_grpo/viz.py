@@ -1,4 +1,4 @@
-"""Plots of the theory harness: Theorem 3, Prop 1 and Prop 4.
+"""Plots of the theory harness (Theorem 3, Props 1 and 4) and of training runs.
 
 Every function writes one figure to ``out_path`` (PNG unless the suffix names
 another format matplotlib knows, e.g. ``.pdf``) and returns a small dict of
@@ -16,6 +16,8 @@ plot_money_scatter  predicted vs realized gradient MSE per prompt (Theorem 3)
 plot_mse_vs_m       pooled realized MSE against m, with the laws (Theorem 3)
 plot_influence      per-channel influence of each estimator (Prop 1)
 plot_bias_vs_gamma  removed bias against the model's gamma (Prop 4)
+plot_eval_comparison  held-out rewards of several models, with error bars
+plot_training_curves  rewards and KL per training step, raw and smoothed
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from multireward_grpo.analysis.thm3 import Thm3Result
 
-__all__ = ["plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter", "plot_mse_vs_m"]
+__all__ = [
+    "plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter", "plot_mse_vs_m",
+    "plot_training_curves", "trailing_mean",
+]
 
 _INSTALL_HINT = 'plotting needs matplotlib: pip install "multireward-grpo[viz]"'
 _MODE_COLORS = {"na": "tab:blue", "an": "tab:red"}
@@ -548,3 +553,92 @@ def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | N
     ax.set_title(title or "Held-out evaluation")
     ax.legend(fontsize=8)
     return {"means": means, "path": _save(fig, out_path)}
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def trailing_mean(values, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each index (fewer at the start), NaNs skipped.
+
+    Parameters
+    ----------
+    values : (T,) array
+    window : int >= 1
+
+    Returns
+    -------
+    (T,) array; NaN where the window holds no finite value.
+    """
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    x = np.asarray(values, dtype=float)
+    finite = np.isfinite(x)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, x, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    ends = np.arange(1, len(x) + 1)
+    starts = np.maximum(ends - window, 0)
+    n = counts[ends] - counts[starts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums[ends] - sums[starts]) / n, np.nan)
+
+
+def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, channel_names: Sequence[str] | None = None,
+                         window: int = 5, title: str | None = None) -> dict:
+    """Rewards per step (raw and trailing mean) and the KL, from a trainer history.
+
+    Parameters
+    ----------
+    history : sequence of dicts
+        ``GRPOTrainer.train()``'s return value or the lines of
+        ``history.jsonl``: each needs ``step``, ``mean_reward``, ``kl`` and
+        ``mean_channel_{c}``.
+    out_path : path of the PNG
+    channel_names : sequence of str, optional
+        Legend names of the channels (``channel c`` when None).
+    window : int
+        Steps in the trailing mean drawn over the noisy per-step values.
+
+    Returns
+    -------
+    dict with ``steps`` (T,), ``smoothed`` (name -> (T,) trailing means) and ``path``.
+    """
+    steps, series, kl = _history_series(history, channel_names)
+    fig = _new_figure((7.2, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    smoothed = {}
+    for i, (name, values) in enumerate(series.items()):
+        color = "black" if i == 0 else f"C{i - 1}"
+        smoothed[name] = trailing_mean(values, window)
+        top.plot(steps, values, color=color, alpha=0.25, linewidth=1)
+        top.plot(steps, smoothed[name], color=color, linewidth=2.2 if i == 0 else 1.6, label=name)
+    top.set_ylabel(f"reward (faint: per step; bold: mean of last {window})")
+    top.legend(fontsize=8, loc="best")
+    top.set_title(title or "GRPO training")
+    bottom.plot(steps, kl, color="tab:gray")
+    bottom.set_ylabel("KL to reference")
+    bottom.set_xlabel("step")
+    return {"steps": steps, "smoothed": smoothed, "path": _save(fig, out_path)}
+
+
+def _history_series(history, channel_names):
+    records = list(history)
+    if not records:
+        raise ValueError("history is empty: train at least one step first")
+    first = records[0]
+    if not isinstance(first, Mapping) or not {"step", "mean_reward", "kl"} <= set(first):
+        raise ValueError("history records need 'step', 'mean_reward' and 'kl' (GRPOTrainer.train() or history.jsonl)")
+    n_channels = sum(1 for key in first if key.startswith("mean_channel_"))
+    names = list(channel_names) if channel_names is not None else [f"channel {c}" for c in range(n_channels)]
+    if len(names) != n_channels:
+        raise ValueError(f"channel_names has {len(names)} names but the history has {n_channels} channels")
+
+    def column(key):
+        try:
+            return np.array([float(r[key]) for r in records])
+        except KeyError:
+            raise ValueError(f"a history record lacks {key!r}; every record must have the same keys") from None
+
+    series = {"mean reward": column("mean_reward")}
+    series.update({name: column(f"mean_channel_{c}") for c, name in enumerate(names)})
+    return column("step"), series, column("kl")
