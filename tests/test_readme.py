@@ -60,3 +60,34 @@ def test_network_snippets_use_public_names(marker):
             for name in re.findall(r"from multireward_grpo import (.+)", block):
                 for item in name.split(","):
                     assert hasattr(mg, item.strip())
+
+
+def _cli_lines():
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            for part in command.split("&&"):
+                part = part.strip()
+                if part.startswith("multireward-grpo "):
+                    lines.append(part)
+    return lines
+
+
+def test_readme_command_lines_parse():
+    """Every `multireward-grpo ...` command the README shows is accepted by the CLI's parser."""
+    import shlex
+
+    from multireward_grpo.cli import build_parser
+
+    lines = _cli_lines()
+    assert len(lines) >= 10
+    parser = build_parser()
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        if argv == ["--help"]:
+            continue
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:  # argparse exits 2 on an unknown flag or a bad value
+            pytest.fail(f"README command does not parse: {line!r} (exit {exc.code})")

@@ -296,3 +296,35 @@ def test_cli_train_end_to_end(smollm2_folder, tmp_path, capsys):
     assert (out / "final" / "adapter_config.json").is_file()
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
     assert "done: 2 steps" in captured.out
+
+
+def test_cpu_demo_preset_raises_the_rewards(smollm2_folder, tmp_path, capsys):
+    """The preset a newcomer runs (30 steps, about 7 minutes on 2 cores): rewards must visibly rise.
+
+    On the fintech task the model learns the politeness channel first
+    (compliance starts near 1; the 48-token budget leaves action near 0).
+    Runs with seeds 0 and 1 on 2 cores moved politeness by +0.32 and +0.47
+    and the mean reward by +0.13 and +0.20 (first 8 vs last 8 steps); the
+    thresholds below are under half of the smaller, so sampling noise on
+    another CPU should not fail a working trainer, while one that does not
+    learn (the old preset at lr 2e-4 moved politeness by +0.03) cannot pass.
+    """
+    from multireward_grpo.cli import main
+
+    out = tmp_path / "demo"
+    code = main(["train", "--preset", "cpu-demo", "--task", "fintech", "--model", str(smollm2_folder),
+                 "--no-verbose", "--out-dir", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history] == list(range(1, 31))
+
+    def change(key, k=8):
+        return np.mean([r[key] for r in history[-k:]]) - np.mean([r[key] for r in history[:k]])
+
+    assert change("mean_channel_1") >= 0.15, [round(r["mean_channel_1"], 2) for r in history]
+    assert change("mean_reward") >= 0.06, [round(r["mean_reward"], 3) for r in history]
+    assert np.mean([r["kl"] for r in history[-8:]]) > 0.01  # the policy really left the reference
+    assert "first 7 vs last 7 steps:" in captured.out
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "checkpoint-30" / "COMPLETE").is_file() and (out / "final" / "adapter_config.json").is_file()

@@ -21,7 +21,7 @@ TASKS = ("fintech", "gsm8k")
 # A small real model that trains on a laptop CPU in minutes, so rewards visibly move.
 CPU_DEMO = {
     "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "device": "cpu", "dtype": "float32", "n_steps": 30,
-    "batch_prompts": 2, "m": 4, "max_new_tokens": 48, "lr": 2e-4, "lora_r": 8, "lora_alpha": 16,
+    "batch_prompts": 2, "m": 4, "max_new_tokens": 48, "lr": 1e-3, "lora_r": 8, "lora_alpha": 16,
     "kl_coef": 0.02, "checkpoint_every": 10, "sample_every": 5,
 }
 
@@ -174,7 +174,7 @@ def _eval_items(args):
 def run_eval(args: argparse.Namespace) -> int:
     from multireward_grpo.rewards import as_reward_function
     from multireward_grpo.train.evaluation import evaluate_model
-    from multireward_grpo.train.trainer import _device_and_dtype, _load
+    from multireward_grpo.train.trainer import _device_and_dtype, _load, quiet_peft
 
     reward_fn, items = _eval_items(args)
     reward = as_reward_function(reward_fn)
@@ -190,7 +190,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if name != "base":
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, name)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, name)
         results[name] = evaluate_model(model, tokenizer, reward, items, m=args.m, seed=args.seed, weights=weights,
                                        max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     return _report_eval(results, reward.channel_names, args)

@@ -25,6 +25,7 @@ Deliberate choices, named here so they are not mistaken for accidents:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -118,6 +119,14 @@ def _load(cfg: GRPOConfig, model, tokenizer, device, dtype):
     return model.to(device), tokenizer
 
 
+@contextlib.contextmanager
+def quiet_peft():
+    """peft asks transformers' deprecated ``is_gradient_checkpointing``; that warning is not the user's to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _add_lora(model, cfg: GRPOConfig):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -126,9 +135,7 @@ def _add_lora(model, cfg: GRPOConfig):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
     try:
-        with warnings.catch_warnings():
-            # peft asks transformers' deprecated is_gradient_checkpointing; the warning is not the user's to act on.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with quiet_peft():
             return get_peft_model(model, lora)
     except ValueError as err:
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
