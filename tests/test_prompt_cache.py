@@ -21,6 +21,7 @@ from multireward_grpo.train.rollout import (  # noqa: E402
     sample_completions,
     token_logprobs,
 )
+from multireward_grpo.train.trainer import quiet_peft  # noqa: E402
 from tiny_lm import make_model, make_tokenizer  # noqa: E402
 
 # Prompts of different lengths, so rows of the short ones are left-padded.
@@ -39,7 +40,8 @@ def _texts(tokenizer, prompts=PROMPTS):
 
 def _lora(model):
     config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    wrapped = peft.get_peft_model(model, config)
+    with quiet_peft():
+        wrapped = peft.get_peft_model(model, config)
     torch.manual_seed(1)
     for name, param in wrapped.named_parameters():
         if "lora_B" in name:  # B starts at 0; a non-zero B makes the adapter (and its gradients) non-trivial
