@@ -21,7 +21,7 @@ from multireward_grpo.train.rollout import (  # noqa: E402
     sample_completions,
     token_logprobs,
 )
-from multireward_grpo.train.trainer import quiet_peft  # noqa: E402
+from multireward_grpo.train.trainer import enable_checkpointing, quiet_peft  # noqa: E402
 from tiny_lm import make_model, make_tokenizer  # noqa: E402
 
 # Prompts of different lengths, so rows of the short ones are left-padded.
@@ -79,7 +79,7 @@ def test_shared_logprobs_equal_full_sequence_logprobs(tokenizer, micro_batch_siz
 def test_shared_gradients_equal_full_sequence_gradients(tokenizer, checkpointing):
     model = _lora(make_model(tokenizer))
     if checkpointing:
-        model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model.base_model.model)
     rollouts = sample_completions(model, tokenizer, _texts(tokenizer), m=4, max_new_tokens=5, temperature=1.0,
                                   generator_seed=3, share_prompt=False)
     weights = torch.linspace(-1.0, 1.0, len(rollouts))[:, None]  # stands in for per-row advantages

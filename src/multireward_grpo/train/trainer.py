@@ -127,6 +127,19 @@ def quiet_peft():
         yield
 
 
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing, non-reentrant so gradients reach a LoRA adapter on frozen embeddings.
+
+    transformers 5 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``; the
+    newer name is used where it exists.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _add_lora(model, cfg: GRPOConfig):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -215,8 +228,7 @@ class GRPOTrainer:
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
-            # Non-reentrant checkpointing lets gradients reach a LoRA adapter on frozen embeddings.
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(self.model)
         if config.use_lora:
             self.model = _add_lora(self.model, config)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
