@@ -57,7 +57,25 @@ WORKLOADS = {
     # name: model, prompts per step P, group size m, new tokens, default steps
     "21m": {"model": "qwen2-21m", "P": 4, "m": 8, "max_new_tokens": 32, "n_steps": 6, "timeout": 1800},
     "0.5b": {"model": "qwen2-0.5b", "P": 2, "m": 4, "max_new_tokens": 16, "n_steps": 2, "timeout": 2400},
+    # 21m with long prompts (a support chat: system rules + three turns, ~300 tokens each), where running
+    # each prompt once per group (ours' share_prompt_cache) pays off. Opt-in: --sizes 21m-chat.
+    "21m-chat": {"model": "qwen2-21m", "P": 4, "m": 8, "max_new_tokens": 32, "n_steps": 6, "timeout": 2400,
+                 "chat_prompts": True},
 }
+DEFAULT_SIZES = ["21m", "0.5b"]
+
+
+def chat_prompts(n: int) -> list[str]:
+    """``n`` fintech support chats flattened into one user message each (same text for every trainer)."""
+    from multireward_grpo.examples.fintech import make_fintech_prompts
+
+    return ["\n\n".join(f"{msg['role'].upper()}: {msg['content']}" for msg in item["messages"])
+            + "\n\nWrite the assistant's next reply." for item in make_fintech_prompts(n, seed=0)]
+
+
+def _steps_and_rounds_apply(workload: str) -> bool:
+    """--steps and --rounds govern the 21M-parameter workloads; 0.5b always runs 2 steps once."""
+    return workload.startswith("21m")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,13 +89,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="smoke run: workload 21m only, 3 steps, 1 round (about 2 min)")
     p.add_argument("--sizes", type=parse_sizes, default=None,
-                   help="comma-separated workloads to run, from: 21m, 0.5b (default both; --quick 21m)")
+                   help="comma-separated workloads to run, from: 21m, 0.5b, 21m-chat (the 21m run on ~300-token "
+                        "chat prompts) (default 21m,0.5b; --quick 21m)")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps of workload 21m (default 6; --quick 3); the median of the steps after the "
-                        "first is reported. Workload 0.5b always runs 2")
+                   help="training steps of workloads 21m and 21m-chat (default 6; --quick 3); the median of the "
+                        "steps after the first is reported. Workload 0.5b always runs 2")
     p.add_argument("--rounds", type=int, default=None,
-                   help="runs of each trainer on workload 21m, interleaved (ours, TRL, 0.1.1, ours, ...); the step "
-                        "intervals of all rounds are pooled (default 3; --quick 1). Workload 0.5b runs once")
+                   help="runs of each trainer on workloads 21m and 21m-chat, interleaved (ours, TRL, 0.1.1, ours, "
+                        "...); the step intervals of all rounds are pooled (default 3; --quick 1). Workload 0.5b "
+                        "runs once")
     p.add_argument("--json", type=Path, default=HERE / "results" / "trainer_latest.json", metavar="PATH",
                    help="where to write all raw numbers (default benchmarks/results/trainer_latest.json)")
     p.add_argument("--skip-trl", action="store_true", help="do not create/use the TRL venv; no TRL columns")
@@ -104,7 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ours_options = dict(_option(o) for o in args.ours_option)
     except ValueError as err:
         p.error(str(err))
-    args.sizes = args.sizes or (["21m"] if args.quick else ["21m", "0.5b"])
+    args.sizes = args.sizes or (["21m"] if args.quick else DEFAULT_SIZES)
     args.steps = args.steps or (3 if args.quick else 6)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.steps < 2:
@@ -191,10 +211,11 @@ def job(workload: str, impl: str, model: dict, steps: int, out_dir: Path, profil
         trl_micro: int = OURS_MICRO_BATCH, threads: int = 0) -> dict:
     """The job description a worker runs (same settings for every implementation)."""
     w = WORKLOADS[workload]
+    prompts = chat_prompts(w["P"]) if w.get("chat_prompts") else PROMPTS[:w["P"]]
     return COMMON | {
-        "workload": workload, "impl": impl, "model": model["path"], "prompts": PROMPTS[:w["P"]],
+        "workload": workload, "impl": impl, "model": model["path"], "prompts": prompts,
         "P": w["P"], "m": w["m"], "max_new_tokens": w["max_new_tokens"],
-        "n_steps": steps if workload == "21m" else w["n_steps"], "out_dir": str(out_dir / f"{workload}-{impl}"),
+        "n_steps": steps if _steps_and_rounds_apply(workload) else w["n_steps"], "out_dir": str(out_dir / f"{workload}-{impl}"),
         "profile": profile, "trl_micro_batch": trl_micro, "threads": threads,
     }
 
@@ -241,7 +262,7 @@ def run_all(args, pythons: dict, models: dict, workdir: Path) -> list[dict]:
     """
     runs = []
     for workload in args.sizes:
-        rounds = args.rounds if workload == "21m" else 1
+        rounds = args.rounds if _steps_and_rounds_apply(workload) else 1
         for rnd, impl in ((r, i) for r in range(rounds) for i in IMPLS):
             py, _ = pythons[impl]
             if py is None or (impl == "trl" and workload == "0.5b" and args.skip_trl_large):
@@ -415,12 +436,14 @@ def targets(runs: list[dict]) -> list[dict]:
     def add(name, ok, detail):
         out.append({"name": name, "status": "N/A" if ok is None else ("MET" if ok else "MISSED"), "detail": detail})
 
-    def speed(name, peer):
+    def speed(name, peer, ours_run=None):
+        ours = ours_run or ours_21m
         _, o, p, unit = _speed(ours, peer)
         add(name, o <= p, f"ours {o:.2f} vs {LABEL[peer['impl']]} {p:.2f}{unit}; {LABEL[peer['impl']]}/ours = "
             f"{p / o:.2f} (wall: {peer['step_median_s'] / ours['step_median_s']:.2f}{_cpu_ratio(peer, ours)})")
 
-    ours, trl, peer = (_get(runs, "21m", i) for i in IMPLS)
+    ours_21m, trl, peer = (_get(runs, "21m", i) for i in IMPLS)
+    ours = ours_21m
     if ours and trl:
         speed("21m: ours step time <= TRL's", trl)
         add("21m: ours peak RSS <= TRL's", ours["peak_rss_mb"] <= trl["peak_rss_mb"],
@@ -432,6 +455,10 @@ def targets(runs: list[dict]) -> list[dict]:
         speed("21m: ours step time <= 0.1.1's", peer)
     else:
         add("21m: ours step time <= 0.1.1's", None, "0.1.1 or ours did not run")
+    chat = {i: _get(runs, "21m-chat", i) for i in IMPLS}
+    for impl in ("trl", "peer"):
+        if chat["ours"] and chat[impl]:
+            speed(f"21m-chat: ours step time <= {LABEL[impl]}'s", chat[impl], chat["ours"])
     big_ours, big_peer = _get(runs, "0.5b", "ours"), _get(runs, "0.5b", "peer")
     if big_ours and big_peer:
         ratio = big_ours["peak_rss_mb"] / big_peer["peak_rss_mb"]
