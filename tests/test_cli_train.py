@@ -97,3 +97,21 @@ def test_trend_summary_compares_the_first_and_last_quarter():
     assert lines[1].split() == ["mean", "reward", "0.050", "->", "0.650", "(+0.600)"]
     assert lines[2].split() == ["a", "1.000", "->", "1.000", "(+0.000)"]
     assert lines[3].split() == ["b", "0.500", "->", "0.500", "(+0.000)"]
+
+
+def test_ctrl_c_in_train_exits_130_and_names_the_checkpoint(model_dir, tmp_path, capsys, monkeypatch):
+    from multireward_grpo.train import GRPOTrainer
+
+    real_step = GRPOTrainer.train_step
+
+    def step_then_ctrl_c(self):
+        if self.step == 1:  # Ctrl-C while step 2 samples
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(GRPOTrainer, "train_step", step_then_ctrl_c)
+    assert main(_train_args(model_dir, tmp_path / "run", "--checkpoint-every", "0")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after step 1" in err and "--resume-from latest" in err
+    assert err.rstrip().endswith("multireward-grpo train: interrupted")
+    assert (tmp_path / "run" / "checkpoint-1" / "COMPLETE").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -143,6 +144,82 @@ def test_completion_mask_stops_at_first_eos(tokenizer):
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+
+class _InterruptAt:
+    """A reward that raises KeyboardInterrupt (Ctrl-C while scoring) at its ``call``-th call."""
+
+    def __init__(self, call):
+        self.call, self.calls = call, 0
+
+    def __call__(self, completion, prompt):
+        self.calls += 1
+        if self.calls == self.call:
+            raise KeyboardInterrupt
+        return e_reward(completion, prompt)
+
+
+def _assert_same_run(resumed, straight):
+    for k, v in _lora_state(straight).items():
+        torch.testing.assert_close(_lora_state(resumed)[k], v, atol=0, rtol=0)
+    assert [h["mean_reward"] for h in resumed.history] == [h["mean_reward"] for h in straight.history]
+
+
+def test_ctrl_c_before_the_update_saves_the_last_step_and_resumes_exactly(tmp_path, tokenizer, capsys):
+    straight = _trainer(tmp_path / "a", tokenizer, n_steps=4)
+    straight.train()
+    per_step = 2 * 4  # batch_prompts x m reward calls
+    cut = _trainer(tmp_path / "b", tokenizer, reward=_InterruptAt(2 * per_step + 3), n_steps=4)  # inside step 3
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    assert cut.step == 2 and len(cut.history) == 2
+    run = tmp_path / "b" / "run"
+    assert (run / "checkpoint-2" / "COMPLETE").exists()  # checkpoint_every=0: written by the interrupt
+    assert len((run / "history.jsonl").read_text().splitlines()) == 2
+    assert "interrupted after step 2" in capsys.readouterr().err
+    resumed = _trainer(tmp_path / "b", tokenizer, n_steps=4, resume_from="latest")
+    resumed.train()
+    _assert_same_run(resumed, straight)
+    assert [json.loads(x)["step"] for x in (run / "history.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def _ctrl_c_during_update(trainer, at_step, presses):
+    """Press Ctrl-C ``presses`` times just as step ``at_step``'s optimizer update starts."""
+
+    def pressed(optimizer, args, kwargs):
+        if trainer.step == at_step:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+
+    trainer.optimizer.register_step_pre_hook(pressed)
+
+
+def test_ctrl_c_during_the_update_finishes_the_step_first(tmp_path, tokenizer, capsys):
+    straight = _trainer(tmp_path / "a", tokenizer, n_steps=4)
+    straight.train()
+    cut = _trainer(tmp_path / "b", tokenizer, n_steps=4)
+    _ctrl_c_during_update(cut, at_step=3, presses=1)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    assert cut.step == 3 and len(cut.history) == 3
+    assert (tmp_path / "b" / "run" / "checkpoint-3" / "COMPLETE").exists()
+    err = capsys.readouterr().err
+    assert "finishing this step's update" in err and "interrupted after step 3" in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    resumed = _trainer(tmp_path / "b", tokenizer, n_steps=4, resume_from="latest")
+    resumed.train()
+    _assert_same_run(resumed, straight)
+
+
+def test_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, tokenizer, capsys):
+    cut = _trainer(tmp_path, tokenizer, n_steps=4, checkpoint_every=1)
+    _ctrl_c_during_update(cut, at_step=3, presses=2)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert "stopped in the middle of step 3's update" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tokenizer):

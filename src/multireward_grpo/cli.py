@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:  # what was saved has been said already (train: the checkpoint to resume from)
+        print(f"multireward-grpo {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         # Input problems get one readable line, not a traceback.
         print(f"multireward-grpo {args.command}: error: {err}", file=sys.stderr)

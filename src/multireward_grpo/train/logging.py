@@ -81,24 +81,18 @@ def eval_scalars(result) -> dict:
 class StepLogger:
     """Writes each record to ``history.jsonl`` (always) and to the requested loggers."""
 
-    def __init__(self, config, out_dir: Path, *, start: int = 0):
+    def __init__(self, config, out_dir: Path, *, start: int = 0, records: list | tuple = ()):
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._truncate_history(start)
+        # The file restarts from the records the run resumes with (a checkpoint's history, or none): lines
+        # written after that checkpoint, or lost to a crash before it, are neither duplicated nor missing.
+        (self.out_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         self.history = open(self.out_dir / "history.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run
         self.samples_path = self.out_dir / "samples.jsonl"
         self.bar = self._progress(start)
         self.tb = self._tensorboard() if "tensorboard" in config.report_to else None
         self.wandb = self._wandb() if "wandb" in config.report_to else None
-
-    def _truncate_history(self, start: int) -> None:
-        # A resumed run rewrites what came after its checkpoint, so lines are never duplicated.
-        path = self.out_dir / "history.jsonl"
-        if not path.exists():
-            return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= start]
-        path.write_text("".join(line + "\n" for line in kept))
 
     def _progress(self, start: int):
         if not self.config.verbose:

@@ -27,6 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -85,6 +88,47 @@ class PromptSampler:
             picked.append(int(self.order(epoch)[pos]))
             self.drawn += 1
         return picked
+
+
+class _DeferredInterrupt:
+    """Holds Ctrl-C while a step updates the weights, so no checkpoint sees a half-applied step.
+
+    ``hold()`` installs the handler (main thread only; elsewhere signals never
+    reach us anyway); a first Ctrl-C is noted, a second raises at once and
+    marks the run ``forced``; ``release()`` restores the previous handler and
+    raises the noted Ctrl-C.
+    """
+
+    def __init__(self):
+        self.holding = self.pending = self.forced = False
+        self.updated = False  # set by hold(): the current step has begun changing the weights
+        self._previous = None
+
+    def hold(self) -> None:
+        if self.holding:
+            return
+        self.holding, self.pending, self.forced, self.updated = True, False, False, True
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        if self.pending:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.pending = True
+        print("\nCtrl-C: finishing this step's update, then saving a checkpoint (Ctrl-C again stops at once)",
+              file=sys.stderr)
+
+    def release(self, *, deliver: bool = True) -> None:
+        if not self.holding:
+            return
+        self.holding = False
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if self.pending and deliver:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- set-up
@@ -234,6 +278,7 @@ class GRPOTrainer:
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
         self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
         self.sampler = PromptSampler(len(self.prompts), config.seed)
+        self._interrupts = _DeferredInterrupt()
         self.step = 0
         self.history: list[dict] = []
         self.out_dir = Path(config.out_dir)
@@ -248,14 +293,17 @@ class GRPOTrainer:
         """Run until ``config.n_steps``; returns the history (one dict per step)."""
         from multireward_grpo.train.logging import StepLogger
 
-        logger = StepLogger(self.config, self.out_dir, start=self.step)
+        logger = StepLogger(self.config, self.out_dir, start=self.step, records=self.history)
         try:
             while self.step < self.config.n_steps:
-                record = self.train_step()
+                record = self._step_or_roll_back()
                 logger.log(record, self)
                 self._maybe_checkpoint(final=self.step == self.config.n_steps)
                 if self.config.eval_every and self.eval_prompts and self.step % self.config.eval_every == 0:
                     logger.log_eval(self.step, self.evaluate(m=self.config.eval_m))
+        except KeyboardInterrupt:
+            self._save_on_interrupt()
+            raise
         finally:
             logger.close()
         self.save(self.out_dir / "final")
@@ -277,7 +325,39 @@ class GRPOTrainer:
         record["samples"] = [(batch[i // self.config.m].messages[-1]["content"], rollouts.texts[i])
                              for i in range(0, len(rollouts), self.config.m)][:2]
         self.history.append({k: v for k, v in record.items() if k != "samples"})
+        self._interrupts.release()  # a Ctrl-C held during the update is raised now, with the step complete
         return record
+
+    def _step_or_roll_back(self) -> dict:
+        """``train_step`` with Ctrl-C handled: before the first weight update the step is undone (the weights
+        are untouched); from it on, Ctrl-C waits for the step to finish (a second one stops at once)."""
+        step, drawn, n_history = self.step, self.sampler.drawn, len(self.history)
+        self._interrupts.updated = False
+        try:
+            record = self.train_step()
+        except KeyboardInterrupt:
+            if not self._interrupts.updated:
+                self.step, self.sampler.drawn = step, drawn
+                del self.history[n_history:]
+            raise
+        finally:
+            self._interrupts.release(deliver=False)
+        return record
+
+    def _save_on_interrupt(self) -> None:
+        """Ctrl-C: checkpoint the last finished step, so ``resume_from='latest'`` continues the run exactly."""
+        from multireward_grpo.train.checkpoint import latest_checkpoint, save_checkpoint
+
+        latest = latest_checkpoint(self.out_dir)
+        if self._interrupts.forced:
+            print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is {latest}",
+                  file=sys.stderr)
+            return
+        if self.step == 0:
+            return
+        path = latest if latest is not None and latest.name == f"checkpoint-{self.step}" else save_checkpoint(self)
+        print(f"\ninterrupted after step {self.step}: {path} holds it; resume with resume_from='latest' "
+              "(CLI: --resume-from latest)", file=sys.stderr)
 
     def save(self, path: str | Path) -> Path:
         """Save the adapter (or full model) and the tokenizer to ``path``."""
@@ -403,6 +483,7 @@ class GRPOTrainer:
                 totals[key] += stats[key]
         params = [p for p in self.model.parameters() if p.requires_grad]
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        self._interrupts.hold()  # from the first weight update on, the step must finish
         self.optimizer.step()
         self.scheduler.step()
         totals["grad_norm"] = float(norm)
