@@ -116,3 +116,39 @@ def test_missing_reporter_is_skipped_with_a_message(tmp_path, tokenizer, monkeyp
     assert "pip install tensorboard" in err and "pip install wandb" in err
     assert len(history) == 2
     assert len((tmp_path / "run" / "history.jsonl").read_text().splitlines()) == 2
+
+
+def _records(rewards):
+    return [{"step": i + 1, "mean_reward": r, "kl": 0.0, "loss": 0.0, "step_seconds": 1.0}
+            for i, r in enumerate(rewards)]
+
+
+def test_log_line_shows_the_trailing_mean_reward(tmp_path, monkeypatch, capsys):
+    from multireward_grpo.train.logging import RECENT_STEPS, StepLogger
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # no progress bar: one line per step
+    config = GRPOConfig(model="tiny", n_steps=20, verbose=True, out_dir=str(tmp_path))
+    rewards = [0.1 * i for i in range(RECENT_STEPS + 3)]
+    logger = StepLogger(config, tmp_path, start=2, records=_records(rewards[:2]))  # resumed after step 2
+    for record in _records(rewards)[2:]:
+        logger._emit(record)
+    logger.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(rewards) - 2
+    # after step 3 the window holds steps 1-3 (two from the checkpoint); at the end the last RECENT_STEPS
+    assert "(mean of last 3: 0.1000)" in lines[0]
+    expected = sum(rewards[-RECENT_STEPS:]) / RECENT_STEPS
+    assert f"(mean of last {RECENT_STEPS}: {expected:.4f})" in lines[-1]
+
+
+def test_progress_bar_shows_the_trailing_mean_reward(tmp_path):
+    pytest.importorskip("tqdm")
+    from multireward_grpo.train.logging import StepLogger
+
+    config = GRPOConfig(model="tiny", n_steps=3, verbose=True, out_dir=str(tmp_path))
+    logger = StepLogger(config, tmp_path)
+    for record in _records([0.2, 0.4, 0.9]):
+        logger._emit(record)
+    assert logger.bar.n == 3
+    assert "last3=0.500" in logger.bar.postfix and "reward=0.900" in logger.bar.postfix
+    logger.close()

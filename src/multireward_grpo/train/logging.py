@@ -20,6 +20,7 @@ scalars (see :func:`eval_scalars`) at each evaluation.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["StepLogger", "eval_scalars", "step_record"]
+
+RECENT_STEPS = 10  # steps in the trailing mean reward shown next to each step's own
 
 
 def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
@@ -90,6 +93,7 @@ class StepLogger:
         (self.out_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         self.history = open(self.out_dir / "history.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run
         self.samples_path = self.out_dir / "samples.jsonl"
+        self.recent_rewards = collections.deque((r["mean_reward"] for r in records), maxlen=RECENT_STEPS)
         self.bar = self._progress(start)
         self.tb = self._tensorboard() if "tensorboard" in config.report_to else None
         self.wandb = self._wandb() if "wandb" in config.report_to else None
@@ -140,12 +144,17 @@ class StepLogger:
                 self.tb.add_scalar(key, value, record["step"])
         if self.wandb is not None:
             self.wandb.log(scalars, step=record["step"])
+        # One step's reward is a handful of rollouts, too noisy to read a trend from; show a trailing mean too.
+        self.recent_rewards.append(record["mean_reward"])
+        recent = sum(self.recent_rewards) / len(self.recent_rewards)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(reward=f"{record['mean_reward']:.3f}", kl=f"{record['kl']:.4f}", loss=f"{record['loss']:.4f}")
+            self.bar.set_postfix(reward=f"{record['mean_reward']:.3f}", **{f"last{len(self.recent_rewards)}": f"{recent:.3f}"},
+                                 kl=f"{record['kl']:.4f}", loss=f"{record['loss']:.4f}")
         elif self.config.verbose:
             print(f"step {record['step']}/{self.config.n_steps} reward {record['mean_reward']:.4f} "
-                  f"kl {record['kl']:.5f} loss {record['loss']:.4f} {record['step_seconds']:.2f}s", file=sys.stderr)
+                  f"(mean of last {len(self.recent_rewards)}: {recent:.4f}) kl {record['kl']:.5f} "
+                  f"loss {record['loss']:.4f} {record['step_seconds']:.2f}s", file=sys.stderr)
 
     def log_eval(self, step: int, result) -> None:
         record = {"step": step, "eval": result.to_dict()}
