@@ -27,6 +27,7 @@ Shared by the trainer and the real-model rollout backend. Conventions:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -144,35 +145,38 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return starts.nonzero().squeeze(1), starts.long().cumsum(0) - 1
 
 
-def _worth_sharing(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool:
-    """Sharing pays when some rows repeat a prompt; it is off while activation checkpointing trains the
-    model, because transformers then turns the cache off."""
-    if prompt_ids.shape[1] < 2 or (model.training and _checkpointing(model)):
-        return False
-    return len(prompt_groups(prompt_ids, prompt_mask)[0]) < prompt_ids.shape[0]
+def _base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _checkpointing(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # newer name first
         if hasattr(type(base), name):
             return bool(getattr(base, name))
     return False
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_keyword_of(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _cache_keyword(model) -> str:
     """The forward/generate keyword of the KV cache: ``cache`` in newer transformers, ``past_key_values`` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return _cache_keyword_of(type(_base_model(model)))
 
 
-def prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+def prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, groups=None):
     """KV cache of every prompt but its last token, run once per group and indexed out to the rows.
 
     Parameters
     ----------
     prompt_ids, prompt_mask : (N, Lp) tensors
         Left-padded prompts, groups of identical rows consecutive.
+    groups : tuple of tensors, optional
+        :func:`prompt_groups` of the prompts, when the caller already has it.
 
     Returns
     -------
@@ -180,17 +184,31 @@ def prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     grad mode: with grad enabled, gradients of anything computed on top of
     it reach the shared prompt pass.
     """
-    first, group = prompt_groups(prompt_ids, prompt_mask)
+    first, group = groups if groups is not None else prompt_groups(prompt_ids, prompt_mask)
     ids, mask = prompt_ids[first, :-1], prompt_mask[first, :-1]  # (G, Lp - 1)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    keyword = _cache_keyword(model)
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.get(keyword)
+    cache = out.get(_cache_keyword(model))
     if cache is None or not hasattr(cache, "batch_select_indices"):
         raise ValueError(f"{type(model).__name__} returned a {type(cache).__name__} that cannot be indexed by row; "
                          "set share_prompt_cache=False in the config")
     cache.batch_select_indices(group)
     return cache
+
+
+def _shared_prompt(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, enabled: bool) -> dict:
+    """``{cache keyword: prompt cache}`` to pass to the model, or ``{}`` to run the rows in full.
+
+    Sharing pays when some rows repeat a prompt; it is off while activation
+    checkpointing trains the model, because transformers then turns the
+    cache off.
+    """
+    if not enabled or prompt_ids.shape[1] < 2 or (model.training and _checkpointing(model)):
+        return {}
+    groups = prompt_groups(prompt_ids, prompt_mask)
+    if len(groups[0]) == prompt_ids.shape[0]:
+        return {}
+    return {_cache_keyword(model): prompt_cache(model, prompt_ids, prompt_mask, groups)}
 
 
 @torch.no_grad()
@@ -215,9 +233,7 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     chunks = []
     for start in range(0, prompt_ids.shape[0], batch_size):
         ids, mask = prompt_ids[start:start + batch_size], prompt_mask[start:start + batch_size]
-        cached = {}
-        if share_prompt and _worth_sharing(model, ids, mask):
-            cached = {_cache_keyword(model): prompt_cache(model, ids, mask)}
+        cached = _shared_prompt(model, ids, mask, share_prompt)
         out = model.generate(
             input_ids=ids, attention_mask=mask, **cached,
             do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
@@ -251,9 +267,8 @@ def micro_logprobs(model, batch: Rollouts, temperature: float = 1.0, *, share_pr
     attention = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)  # (b, Lp + Lc)
     positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
     n_prompt, n_completion = batch.prompt_ids.shape[1], batch.completion_ids.shape[1]
-    cached = {}
-    if share_prompt and _worth_sharing(model, batch.prompt_ids, batch.prompt_mask):
-        cached = {_cache_keyword(model): prompt_cache(model, batch.prompt_ids, batch.prompt_mask)}
+    cached = _shared_prompt(model, batch.prompt_ids, batch.prompt_mask, share_prompt)
+    if cached:
         # The last prompt token's logits predict the first completion token, so it runs on top of the cache.
         input_ids = torch.cat([batch.prompt_ids[:, -1:], batch.completion_ids], dim=1)  # (b, 1 + Lc)
         positions = positions[:, n_prompt - 1:]
