@@ -138,12 +138,7 @@ class StepLogger:
         self._emit(clean)
 
     def _emit(self, record: dict) -> None:
-        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
-        if self.tb is not None:
-            for key, value in scalars.items():
-                self.tb.add_scalar(key, value, record["step"])
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=record["step"])
+        self._send({k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}, record["step"])
         # One step's reward is a handful of rollouts, too noisy to read a trend from; show a trailing mean too.
         self.recent_rewards.append(record["mean_reward"])
         recent = sum(self.recent_rewards) / len(self.recent_rewards)
@@ -160,7 +155,10 @@ class StepLogger:
         record = {"step": step, "eval": result.to_dict()}
         with open(self.out_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        scalars = eval_scalars(result)
+        self._send(eval_scalars(result), step)
+
+    def _send(self, scalars: dict, step: int) -> None:
+        """Scalars of one step to TensorBoard and W&B (those that are on)."""
         if self.tb is not None:
             for key, value in scalars.items():
                 self.tb.add_scalar(key, value, step)
