@@ -222,6 +222,18 @@ def test_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path, tokenizer, c
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_train_step_puts_the_sigint_handler_back_when_it_fails_after_the_update(tmp_path, tokenizer, monkeypatch):
+    trainer = _trainer(tmp_path, tokenizer)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("logging failed")
+
+    monkeypatch.setattr(trainer, "_record", broken)  # runs after the optimizer step, while Ctrl-C is held
+    with pytest.raises(RuntimeError, match="logging failed"):
+        trainer.train_step()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_interrupt_and_resume_equals_uninterrupted(tmp_path, tokenizer):
     straight = _trainer(tmp_path / "a", tokenizer, n_steps=4, lora_dropout=0.1)
     straight.train()

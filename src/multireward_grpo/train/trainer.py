@@ -100,14 +100,18 @@ class _DeferredInterrupt:
     """
 
     def __init__(self):
-        self.holding = self.pending = self.forced = False
-        self.updated = False  # set by hold(): the current step has begun changing the weights
+        self.holding = False
         self._previous = None
+        self.new_step()
+
+    def new_step(self) -> None:
+        # updated: set by hold(), the current step has begun changing the weights
+        self.pending = self.forced = self.updated = False
 
     def hold(self) -> None:
         if self.holding:
             return
-        self.holding, self.pending, self.forced, self.updated = True, False, False, True
+        self.holding = self.updated = True
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
 
@@ -310,7 +314,22 @@ class GRPOTrainer:
         return self.history
 
     def train_step(self) -> dict:
-        """One GRPO step: sample, score, estimate advantages, update. Returns its log record."""
+        """One GRPO step: sample, score, estimate advantages, update. Returns its log record.
+
+        From the first weight update to the end of the step, Ctrl-C is held
+        and raised once the step is complete (a second Ctrl-C stops at once);
+        the previous SIGINT handler is back when this returns or raises.
+        """
+        self._interrupts.new_step()
+        try:
+            record = self._run_step()
+        except BaseException:
+            self._interrupts.release(deliver=False)
+            raise
+        self._interrupts.release()  # a Ctrl-C held during the update is raised now, with the step complete
+        return record
+
+    def _run_step(self) -> dict:
         import torch
 
         started = time.perf_counter()
@@ -325,24 +344,19 @@ class GRPOTrainer:
         record["samples"] = [(batch[i // self.config.m].messages[-1]["content"], rollouts.texts[i])
                              for i in range(0, len(rollouts), self.config.m)][:2]
         self.history.append({k: v for k, v in record.items() if k != "samples"})
-        self._interrupts.release()  # a Ctrl-C held during the update is raised now, with the step complete
         return record
 
     def _step_or_roll_back(self) -> dict:
-        """``train_step`` with Ctrl-C handled: before the first weight update the step is undone (the weights
-        are untouched); from it on, Ctrl-C waits for the step to finish (a second one stops at once)."""
+        """``train_step``, undone if Ctrl-C lands before its first weight update (the weights are then
+        untouched, so the run can be checkpointed at the previous step)."""
         step, drawn, n_history = self.step, self.sampler.drawn, len(self.history)
-        self._interrupts.updated = False
         try:
-            record = self.train_step()
+            return self.train_step()
         except KeyboardInterrupt:
             if not self._interrupts.updated:
                 self.step, self.sampler.drawn = step, drawn
                 del self.history[n_history:]
             raise
-        finally:
-            self._interrupts.release(deliver=False)
-        return record
 
     def _save_on_interrupt(self) -> None:
         """Ctrl-C: checkpoint the last finished step, so ``resume_from='latest'`` continues the run exactly."""
