@@ -88,7 +88,7 @@ def test_fintech_task_trains_and_evaluates(model_dir, tmp_path, capsys):
 
 
 def test_trend_summary_compares_the_first_and_last_quarter():
-    from multireward_grpo._cli_train import trend_summary
+    from multireward_grpo.cli.train import trend_summary
 
     history = [{"mean_reward": 0.1 * t, "mean_channel_0": 1.0, "mean_channel_1": float(t % 2)} for t in range(8)]
     lines = trend_summary(history, ("a", "b")).splitlines()

@@ -144,7 +144,7 @@ class GRPOConfig:
 
     def parsed_conditioning(self) -> tuple:
         """``conditioning`` as :class:`~multireward_grpo.advantage.Conditioning` rules."""
-        from multireward_grpo._cli_common import conditioning_rule
+        from multireward_grpo.cli.common import conditioning_rule
         from multireward_grpo.advantage import parse_conditioning
 
         rules = [conditioning_rule(c) if isinstance(c, str) else c for c in self.conditioning]

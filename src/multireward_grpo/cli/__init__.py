@@ -1,5 +1,10 @@
 """The ``multireward-grpo`` command line.
 
+- this module: the parser and the dispatcher (``main``);
+- :mod:`~multireward_grpo.cli.common`: argument types, JSON output, progress bars;
+- :mod:`~multireward_grpo.cli.theory`: ``thm3-check``, ``analyze``, ``prop1/2/4``;
+- :mod:`~multireward_grpo.cli.train`: ``train`` and ``eval`` (imports torch only when run).
+
 Each subcommand is a ``(name, help, add_arguments, run)`` entry in
 ``_COMMANDS``; ``run(args) -> int`` is the exit status. Heavy modules are
 imported inside ``run`` so ``--help`` stays instant.
@@ -12,8 +17,8 @@ import json
 import sys
 from typing import Callable, NamedTuple, Sequence
 
-from multireward_grpo import _cli_theory as _theory
-from multireward_grpo._cli_common import add_json_flag as _add_json_flag
+from multireward_grpo.cli import theory as _theory
+from multireward_grpo.cli.common import add_json_flag as _add_json_flag
 
 
 class _Command(NamedTuple):
@@ -68,7 +73,7 @@ _COMMANDS: list[_Command] = [
 
 
 def _train():
-    from multireward_grpo import _cli_train
+    from multireward_grpo.cli import train as _cli_train
 
     return _cli_train
 

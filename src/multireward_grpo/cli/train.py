@@ -13,7 +13,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from multireward_grpo._cli_common import add_json_flag, floats, names, print_json
+from multireward_grpo.cli.common import add_json_flag, floats, names, print_json
 from multireward_grpo.train.config import GRPOConfig
 
 TASKS = ("fintech", "gsm8k")

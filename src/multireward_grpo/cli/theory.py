@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multireward_grpo._cli_common import (
+from multireward_grpo.cli.common import (
     Progress,
     add_json_flag,
     conditioning_rule,
