@@ -35,6 +35,18 @@ Statistical conventions, each a named option (see :class:`EstimatorOptions`):
   rollout keeps the contribution of its observed channels, under ``"an"``
   (which needs every weighted channel to form ``s_j``) the rollout is left out
   of the group and gets advantage 0. Infinite rewards are always an error.
+  Under ``"gdpo"`` a NaN group is also left out of the batch whitening, so
+  it alone is NaN.
+
+Precision: statistics are computed in float64 for numpy input and in at least
+float32 for torch input (float16 and bfloat16 are upcast), and advantages are
+returned in the input dtype. Where the squared deviations of a group would
+overflow (or, with ``eps`` near 0, underflow) the deviations are first scaled
+by a power of two, which is exact, so rewards of any finite scale give the
+same advantages. A statistic that is still not finite (values so large that
+their differences overflow, a weighted sum ``w . r`` that overflows,
+advantages beyond the range of the output dtype) raises ValueError naming the
+group.
 
 Conditioning (:class:`Conditioning`, :func:`apply_conditioning`) gates one
 channel by another before the estimator runs.
@@ -46,6 +58,7 @@ Inputs are never modified.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Protocol
 
@@ -109,58 +122,186 @@ class EstimatorOptions:
 # --------------------------------------------------------------------------- group statistics
 
 
-def _group_moments(x, mask, options: EstimatorOptions):
-    """Shifted values, their group mean and the per-group scale factor.
+def _shifted(x, mask):
+    """``x`` minus one observed member of its group (0 where unobserved), and the group sizes.
+
+    Shifting by a member makes a constant channel exactly 0 in every later
+    step, and keeps the one-pass variance free of cancellation
+    (``|mean(d)| <= sqrt(m) * std``, so the relative error stays ~m ulp).
+    """
+    xp = namespace(x)
+    if mask is None:
+        return x - x[..., :1, :], float(x.shape[-2])
+    first = xp.take_along(x, xp.first_true(mask, axis=-2), axis=-2)
+    return xp.where(mask, x - first, 0.0), xp.cast(xp.sum(mask, axis=-2, keepdims=True), x)
+
+
+def _sums(d, with_squares: bool):
+    """Group sums of ``d`` and (when asked) of ``d**2``, each (B, 1, C)."""
+    xp = namespace(d)
+    # einsum reduces over the short m axis ~5x faster than numpy's sum(axis=-2).
+    sum_d = xp.einsum("...mc->...c", d)[..., None, :]
+    sum_sq = xp.einsum("...mc,...mc->...c", d, d)[..., None, :] if with_squares else None
+    return sum_d, sum_sq
+
+
+def _underflow_floor(group_size: int, limits) -> float:
+    """The smallest ``eps`` for which squares lost to underflow cannot show.
+
+    Underflow perturbs the variance by at most ``(m + 1)`` times the smallest
+    subnormal, so the standard deviation by at most the square root of that;
+    against ``std + eps >= eps`` this stays below one unit in the last place
+    once ``eps`` is above this floor (~3e-146 in float64, ~1e-15 in float32
+    at m = 8). The default ``eps=1e-8`` is far above it.
+    """
+    return math.sqrt((group_size + 1) * limits.smallest_subnormal) / limits.eps
+
+
+def _needs_rescale(sum_d, sum_sq, group_size: int, options: EstimatorOptions, limits) -> bool:
+    xp = namespace(sum_d)
+    if sum_sq is None:  # centring only: no squares, only the sum can overflow
+        return xp.any(~(xp.abs(sum_d) <= limits.max / 2))
+    if options.eps < _underflow_floor(group_size, limits):
+        return True
+    # Half the maximum leaves room for sum_d * mean_d <= sum_sq to round upwards.
+    # A NaN reward (nan_policy="propagate") compares False and stays NaN.
+    return xp.any(sum_sq > limits.max / 2)
+
+
+def _rescale(d, labels):
+    """``d`` divided in place by a power of two per group and channel, and those exponents.
+
+    The power of two brings the largest ``|d|`` of each group and channel into
+    [1, 2): exact (mantissas are untouched), and the squares can neither
+    overflow nor underflow.
+    """
+    xp = namespace(d)
+    limits = xp.limits(d)
+    peak = xp.max_abs(d, axis=-2)  # (B, 1, C)
+    overflowed = xp.isinf(peak)
+    if xp.any(overflowed):
+        raise ValueError(
+            f"the values of {_describe(_first_position(overflowed), labels)} are too large for "
+            f"{_dtype_name(d)}: their differences overflow; rescale the rewards (e.g. divide them by a constant)"
+        )
+    exponent = xp.binary_exponent(peak, limits.minexp, limits.maxexp - 1)
+    d *= xp.ldexp(xp.full(tuple(peak.shape), 1.0, like=peak), -exponent)
+    return d, exponent
+
+
+def _mean_and_factor(sum_d, sum_sq, n, options: EstimatorOptions, exponent, like):
+    """Group mean of ``d`` and the factor with ``(d - mean) * factor`` = z (or the centred value)."""
+    xp = namespace(like)
+    if isinstance(n, float):  # no mask: one size for every group
+        mean_d = sum_d / n
+        dof = n - options.ddof
+        dof_ok = dof > 0
+        if not dof_ok:  # too few rollouts for any contrast
+            return mean_d, xp.zeros(tuple(sum_d.shape), like=sum_d)
+    else:
+        mean_d = sum_d / xp.where(n > 0, n, 1.0)
+        dof_ok = n - options.ddof > 0
+        dof = xp.where(dof_ok, n - options.ddof, 1.0)
+    if not options.scale_by_std:
+        factor = xp.full(tuple(sum_d.shape), 1.0, like=sum_d) if dof_ok is True else xp.cast(dof_ok, like)
+        return mean_d, factor if exponent is None else xp.ldexp(factor, exponent)
+    var = (sum_sq - sum_d * mean_d) / dof
+    if dof_ok is not True:
+        var = xp.where(dof_ok, var, 0.0)
+    std = xp.sqrt(xp.where(var > 0, var, 0.0))
+    eps = options.eps if exponent is None else xp.ldexp(xp.full(tuple(std.shape), options.eps, like=std), -exponent)
+    positive = std > 0
+    return mean_d, xp.where(positive, 1.0 / xp.where(positive, std + eps, 1.0), 0.0)
+
+
+_LABELS = ("group", "", "channel")
+
+
+def _group_moments(x, mask, options: EstimatorOptions, labels=_LABELS):
+    """Shifted values, their group mean and the factor that standardizes them.
 
     Parameters
     ----------
-    x : (B, m, C) array
+    x : (B, m, C) array, in the working dtype (see :func:`_to_work`)
     mask : (B, m, C) bool array or None
         True where a value is observed.
+    options : EstimatorOptions
+    labels : names of the axes of ``x`` for error messages
 
     Returns
     -------
     d : (B, m, C) array
-        ``x`` minus one observed member of its group (0 where unobserved).
+        ``x`` minus one observed member of its group (0 where unobserved),
+        possibly divided by a power of two per group and channel.
     mean_d : (B, 1, C) array
         Group mean of ``d`` over observed values.
     factor : (B, 1, C) array
-        ``1 / (std + eps)``; 0 for zero-variance or degenerate groups; 1 when
-        ``options.scale_by_std`` is False.
+        ``(d - mean_d) * factor`` is z (``(x - mean) / (std + eps)``), or the
+        centred ``x - mean`` when ``options.scale_by_std`` is False; 0 for
+        zero-variance groups and groups with ``m - ddof <= 0`` values.
+
+    Run it inside ``namespace(x).quiet()``: overflow is detected from the
+    sums, not reported as numpy warnings.
     """
     xp = namespace(x)
-    if mask is None:
-        # Shifting by a member makes a constant channel exactly 0 in every
-        # later step, and keeps the one-pass variance below free of cancellation
-        # (|mean(d)| <= sqrt(m) * std, so the relative error stays ~m ulp).
-        d = x - x[..., :1, :]
-        n = float(x.shape[-2])
-        ok = n - options.ddof > 0
-        # einsum reduces over the short m axis ~5x faster than numpy's sum(axis=-2).
-        sum_d = xp.einsum("...mc->...c", d)[..., None, :]
-        mean_d = sum_d / n
-        if not options.scale_by_std:
-            return d, mean_d, (sum_d * 0.0 + 1.0) if ok else sum_d * 0.0
-        if not ok:
-            return d, mean_d, sum_d * 0.0
-        sum_sq = xp.einsum("...mc,...mc->...c", d, d)[..., None, :]
-        var = (sum_sq - sum_d * mean_d) / (n - options.ddof)
-    else:
-        first = xp.take_along(x, xp.first_true(mask, axis=-2), axis=-2)
-        d = xp.where(mask, x - first, 0.0)
-        n = xp.cast(xp.sum(mask, axis=-2, keepdims=True), x)
-        dof = n - options.ddof
-        ok = dof > 0
-        sum_d = xp.einsum("...mc->...c", d)[..., None, :]
-        mean_d = sum_d / xp.where(n > 0, n, 1.0)
-        if not options.scale_by_std:
-            return d, mean_d, xp.cast(ok, x)
-        sum_sq = xp.einsum("...mc,...mc->...c", d, d)[..., None, :]
-        var = xp.where(ok, (sum_sq - sum_d * mean_d) / xp.where(ok, dof, 1.0), 0.0)
-    std = xp.sqrt(xp.where(var > 0, var, 0.0))
-    positive = std > 0
-    factor = xp.where(positive, 1.0 / xp.where(positive, std + options.eps, 1.0), 0.0)
+    d, n = _shifted(x, mask)
+    sum_d, sum_sq = _sums(d, options.scale_by_std)
+    exponent = None
+    if _needs_rescale(sum_d, sum_sq, x.shape[-2], options, xp.limits(x)):
+        d, exponent = _rescale(d, labels)
+        sum_d, sum_sq = _sums(d, options.scale_by_std)
+    mean_d, factor = _mean_and_factor(sum_d, sum_sq, n, options, exponent, x)
     return d, mean_d, factor
+
+
+def _standardize(x, mask, options: EstimatorOptions, labels=_LABELS):
+    """:func:`group_standardize` on an array already in the working dtype, unchecked."""
+    xp = namespace(x)
+    with xp.quiet():
+        d, mean_d, factor = _group_moments(x, mask, options, labels)
+        # d is a fresh array of our own: update it in place, saving two allocations.
+        d -= mean_d
+        d *= factor
+    out = d if mask is None else xp.where(mask, d, 0.0)
+    if not options.scale_by_std and not xp.all_finite(out):
+        _refuse_overflow(out, labels, "centred values")
+    return out
+
+
+def _refuse_overflow(values, labels, what: str) -> None:
+    """ValueError at the first infinite entry of ``values`` (NaN is a propagated missing reward)."""
+    xp = namespace(values)
+    infinite = xp.isinf(values)
+    if xp.any(infinite):
+        raise ValueError(
+            f"the {what} of {_describe(_first_position(infinite), labels)} overflow {_dtype_name(values)}; "
+            "rescale the rewards (e.g. divide them by a constant) or the weights"
+        )
+
+
+def _dtype_name(x) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def _to_work(x):
+    """``x`` in the dtype statistics are computed in: float64 for numpy, at least float32 for torch."""
+    return namespace(x).to_work(x)
+
+
+def _to_output(values, dtype, what: str):
+    """``values`` cast back to the caller's ``dtype``; ValueError when they do not fit it."""
+    xp = namespace(values)
+    if values.dtype == dtype:
+        return values
+    out_max = xp.dtype_max(dtype)
+    too_large = xp.abs(values) > out_max  # NaN compares False
+    if xp.any(too_large):
+        raise ValueError(
+            f"{what} reach {float(xp.to_numpy(xp.abs(values)[too_large]).max()):.4g}, beyond the range of "
+            f"{str(dtype).replace('torch.', '')} (max {out_max:.4g}); pass the rewards in a wider float dtype "
+            "or use smaller weights"
+        )
+    return xp.to_dtype(values, dtype)
 
 
 def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
@@ -169,7 +310,8 @@ def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
     Parameters
     ----------
     x : (B, m, C) array (numpy or torch)
-        ``B`` groups of ``m`` rollouts with ``C`` values each.
+        ``B`` groups of ``m`` rollouts with ``C`` values each. A NaN makes its
+        group and channel NaN.
     mask : (B, m, C) bool array, optional
         True where a value is observed; unobserved values are left out of the
         statistics and get 0.
@@ -178,17 +320,13 @@ def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
 
     Returns
     -------
-    z : (B, m, C) array
+    z : (B, m, C) array of the dtype of ``x``
         ``(x - mean) / (std + eps)`` per group and channel; exactly 0 for a
         constant channel and for groups with ``m - ddof <= 0`` observed values.
+        Computed in float64 (numpy) or at least float32 (torch) at any scale.
     """
-    options = options or EstimatorOptions()
-    xp = namespace(x)
-    d, mean_d, factor = _group_moments(x, mask, options)
-    # d is a fresh array of our own: update it in place, saving two allocations.
-    d -= mean_d
-    d *= factor
-    return d if mask is None else xp.where(mask, d, 0.0)
+    z = _standardize(_to_work(x), mask, options or EstimatorOptions())
+    return _to_output(z, x.dtype, "standardized values")
 
 
 # --------------------------------------------------------------------------- registry
@@ -200,6 +338,7 @@ class Estimator(Protocol):
     Parameters
     ----------
     rewards : (B, m, R) float array (numpy or torch), conditioning applied
+        In the working dtype: float64 for numpy, at least float32 for torch.
     w : (R,) array of the same kind and dtype, ``w >= 0``
     mask : (B, m, R) bool array or None
         None when every reward is observed (the fast path); otherwise True
@@ -304,29 +443,44 @@ def _an(rewards, w, *, mask, options):
     xp = namespace(rewards)
     if mask is None:
         scalar = xp.einsum("bmr,r->bm", rewards, w)[..., None]  # (B, m, 1)
-        return group_standardize(scalar, options=options)[..., 0]
+        _refuse_overflow_sum(scalar)
+        return _standardize(scalar, None, options)[..., 0]
     # A channel with zero weight does not enter w.r, so its gaps do not matter.
     needed = mask | (w == 0)
     rollout_ok = xp.sum(~needed, axis=-1, keepdims=True) == 0  # (B, m, 1)
     scalar = xp.einsum("bmr,r->bm", xp.where(mask, rewards, 0.0), w)[..., None]
-    return group_standardize(scalar, mask=rollout_ok, options=options)[..., 0]
+    _refuse_overflow_sum(scalar)
+    return _standardize(scalar, rollout_ok, options)[..., 0]
+
+
+def _refuse_overflow_sum(scalar) -> None:
+    xp = namespace(scalar)
+    if not xp.all_finite(scalar):
+        infinite = xp.isinf(scalar)
+        if xp.any(infinite):
+            group = _first_position(infinite)[0]
+            raise ValueError(
+                f"the weighted sum w.r of the rewards of group {group} overflows {_dtype_name(scalar)}; "
+                "rescale the rewards or the weights"
+            )
 
 
 @_builtin("na", "normalize each channel, then aggregate (decoupled, MO-GRPO/GDPO without whitening)")
 def _na(rewards, w, *, mask, options):
     xp = namespace(rewards)
     if mask is not None:
-        return xp.einsum("bmr,r->bm", group_standardize(rewards, mask=mask, options=options), w)
+        return xp.einsum("bmr,r->bm", _standardize(rewards, mask, options), w)
     # sum_l w_l f_l (d_l - mean_l) without materializing z: one pass fewer.
-    d, mean_d, factor = _group_moments(rewards, None, options)
-    wf = factor[..., 0, :] * w  # (B, R)
-    return xp.einsum("bmr,br->bm", d, wf) - xp.einsum("br,br->b", mean_d[..., 0, :], wf)[:, None]
+    with xp.quiet():
+        d, mean_d, factor = _group_moments(rewards, None, options)
+        wf = factor[..., 0, :] * w  # (B, R)
+        return xp.einsum("bmr,br->bm", d, wf) - xp.einsum("br,br->b", mean_d[..., 0, :], wf)[:, None]
 
 
 @_builtin("single", "the gate channel (channel 0) alone, z-scored inside the group")
 def _single(rewards, w, *, mask, options):
     gate_mask = None if mask is None else mask[..., :1]
-    return group_standardize(rewards[..., :1], mask=gate_mask, options=options)[..., 0]
+    return _standardize(rewards[..., :1], gate_mask, options)[..., 0]
 
 
 @_builtin("gdpo", "na, then the advantages of the whole batch whitened once more (GDPO)", batch_level=True)
@@ -334,9 +488,14 @@ def _gdpo(rewards, w, *, mask, options):
     xp = namespace(rewards)
     advantages = _na(rewards, w, mask=mask, options=options)
     batch = advantages.reshape(1, -1, 1)
-    batch_mask = None if mask is None else (xp.sum(mask, axis=-1) > 0).reshape(1, -1, 1)
-    whitened = group_standardize(batch, mask=batch_mask, options=options)
-    return whitened.reshape(advantages.shape)
+    if mask is None and xp.all_finite(advantages):
+        return _standardize(batch, None, options).reshape(advantages.shape)
+    # A NaN group (nan_policy="propagate") stays NaN and out of the whitening,
+    # so it does not turn the whole batch NaN; padded rollouts stay out too.
+    finite = xp.isfinite(advantages)
+    members = finite if mask is None else finite & (xp.sum(mask, axis=-1) > 0)
+    whitened = _standardize(batch, members.reshape(1, -1, 1), options).reshape(advantages.shape)
+    return xp.where(finite, whitened, xp.nan)
 
 
 # --------------------------------------------------------------------------- conditioning
@@ -361,6 +520,7 @@ class Conditioning:
     only, ``r_target <- r_target - mean_{passing}(r_target)`` there, and 0
     elsewhere; with fewer than 2 passing rollouts the group has no passing
     contrast and the target is 0 for every rollout.
+
     """
 
     gate: int
@@ -452,8 +612,8 @@ def _apply_one(rewards, rule: Conditioning, mask):
     else:
         members = passes if mask is None else passes & mask[..., rule.gate] & mask[..., rule.target]
         members = members[..., None]  # (..., m, 1)
-        centred = group_standardize(
-            target[..., None], mask=members, options=EstimatorOptions(scale_by_std=False)
+        centred = _standardize(
+            target[..., None], members, EstimatorOptions(scale_by_std=False), ("group",) * (target.ndim - 1) + ("", "")
         )[..., 0]
         n_pass = xp.sum(members, axis=-2)  # (..., 1)
         gated = xp.where(n_pass >= 2, centred, 0.0)
@@ -502,13 +662,13 @@ def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | 
     for rule in rules:
         rule.check_channels(rewards.shape[-1])
     squeeze = rewards.ndim == 2
-    out = rewards[None] if squeeze else rewards
+    out = _to_work(rewards[None] if squeeze else rewards)
     mask = None if mask is None else (mask[None] if squeeze else mask)
     for rule in rules:
         out = _apply_one(out, rule, mask)
     if not rules:
         out = out * 1.0
-    return out[0] if squeeze else out
+    return _to_output(out[0] if squeeze else out, rewards.dtype, "conditioned rewards")
 
 
 # --------------------------------------------------------------------------- validation
@@ -554,7 +714,7 @@ def _describe(position: tuple[int, ...], labels: tuple[str, ...]) -> str:
 def _check_values(rewards, nan_policy: str, labels: tuple[str, ...]):
     """Reject infinities always and NaN under 'raise'; one cheap pass when clean."""
     xp = namespace(rewards)
-    if bool(xp.isfinite(xp.sum(rewards))):
+    if xp.all_finite(rewards):
         return
     infinite = ~xp.isfinite(rewards) & ~xp.isnan(rewards)
     if bool(xp.sum(infinite) > 0):
@@ -585,7 +745,7 @@ def _check_shape(rewards, ndim: int, expected: str) -> None:
 
 
 def _advantages(rewards, w, mode, conditioning, options, nan_policy, labels, pad_mask=None):
-    """The shared core: rewards (B, m, R) -> advantages (B, m).
+    """The shared core: rewards (B, m, R) in the working dtype -> advantages (B, m).
 
     ``labels`` names the axes for error messages; None means the values were
     already checked by the caller.
@@ -600,7 +760,7 @@ def _advantages(rewards, w, mode, conditioning, options, nan_policy, labels, pad
     if labels is not None:
         _check_values(rewards, nan_policy, labels)
     mask = pad_mask
-    omit = nan_policy == "omit" and not bool(xp.isfinite(xp.sum(rewards)))
+    omit = nan_policy == "omit" and not xp.all_finite(rewards)
     if omit:
         mask = _and(mask, ~xp.isnan(rewards))
     for rule in rules:
@@ -614,7 +774,24 @@ def _advantages(rewards, w, mode, conditioning, options, nan_policy, labels, pad
             f"estimator {mode!r} returned shape {tuple(advantages.shape)}, "
             f"expected {tuple(rewards.shape[:2])} (one advantage per rollout)"
         )
+    _check_finite_advantages(advantages, rewards, mode)
     return advantages
+
+
+def _check_finite_advantages(advantages, rewards, mode) -> None:
+    """ValueError for a non-finite advantage in a group whose rewards are all finite."""
+    xp = namespace(advantages)
+    if xp.all_finite(advantages):
+        return
+    nan_groups = xp.sum(xp.sum(xp.isnan(rewards), axis=-1), axis=-1) > 0  # (B,): NaN under "propagate"
+    bad = ~xp.isfinite(advantages) & ~nan_groups[:, None]
+    if xp.any(bad):
+        group = _first_position(bad)[0]
+        raise ValueError(
+            f"mode {mode!r} gave non-finite advantages for group {group}, whose rewards are finite: "
+            f"the rewards or weights are too large for {_dtype_name(rewards)}; rescale them "
+            "(e.g. divide the rewards by a constant)"
+        )
 
 
 def _and(mask, other):
@@ -656,7 +833,9 @@ def compute_advantage(
     rewards = as_float_array(rewards, "rewards")
     _check_shape(rewards, 2, "(m, R)")
     options = EstimatorOptions(ddof=ddof, eps=eps, scale_by_std=scale_by_std)
-    return _advantages(rewards[None], w, mode, conditioning, options, nan_policy, ("", "rollout", "channel"))[0]
+    work = _to_work(rewards)
+    advantages = _advantages(work[None], w, mode, conditioning, options, nan_policy, ("", "rollout", "channel"))
+    return _to_output(advantages[0], rewards.dtype, "advantages")
 
 
 def compute_advantage_batch(
@@ -678,7 +857,7 @@ def compute_advantage_batch(
         ``P`` groups (prompts) of ``m`` rollouts scored on ``R`` channels.
     w, mode, conditioning, scale_by_std, ddof, eps, nan_policy
         As in :func:`compute_advantage`. For ``mode="gdpo"`` the batch is the
-        whole ``(P, m)`` array.
+        whole ``(P, m)`` array (less the NaN groups under ``"propagate"``).
 
     Returns
     -------
@@ -687,7 +866,8 @@ def compute_advantage_batch(
     rewards = as_float_array(rewards, "rewards")
     _check_shape(rewards, 3, "(P, m, R)")
     options = EstimatorOptions(ddof=ddof, eps=eps, scale_by_std=scale_by_std)
-    return _advantages(rewards, w, mode, conditioning, options, nan_policy, ("group", "rollout", "channel"))
+    advantages = _advantages(_to_work(rewards), w, mode, conditioning, options, nan_policy, ("group", "rollout", "channel"))
+    return _to_output(advantages, rewards.dtype, "advantages")
 
 
 def compute_advantage_flat(
@@ -713,7 +893,7 @@ def compute_advantage_flat(
         have different sizes and need not be contiguous.
     w, mode, conditioning, scale_by_std, ddof, eps, nan_policy
         As in :func:`compute_advantage`. For ``mode="gdpo"`` the batch is all
-        ``N`` rollouts.
+        ``N`` rollouts (less the NaN groups under ``"propagate"``).
 
     Returns
     -------
@@ -722,9 +902,15 @@ def compute_advantage_flat(
     rewards = as_float_array(rewards, "rewards")
     _check_shape(rewards, 2, "(N, R)")
     options = EstimatorOptions(ddof=ddof, eps=eps, scale_by_std=scale_by_std)
-    xp = namespace(rewards)
     inverse, counts = _group_index(group_ids, rewards)
-    _check_values(rewards, nan_policy, ("rollout", "channel"))
+    work = _to_work(rewards)
+    _check_values(work, nan_policy, ("rollout", "channel"))
+    return _to_output(_flat_advantages(work, inverse, counts, w, mode, conditioning, options, nan_policy), rewards.dtype, "advantages")
+
+
+def _flat_advantages(rewards, inverse, counts, w, mode, conditioning, options, nan_policy):
+    """(N,) advantages of checked (N, R) rewards in the working dtype, grouped by ``inverse``."""
+    xp = namespace(rewards)
     n_groups, size, n_channels = int(counts.shape[0]), int(counts.max()), rewards.shape[-1]
     if int(counts.min()) == size and xp.is_nondecreasing(inverse):
         # Contiguous equal-size groups (the usual TRL/verl layout): a free reshape.
