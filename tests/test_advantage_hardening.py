@@ -1,4 +1,5 @@
-"""Estimator hardening: extreme scales and dtypes, and NaN groups under GDPO."""
+"""Estimator hardening: extreme scales and dtypes, NaN groups under GDPO, and
+negative channel indices."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 
 from multireward_grpo import (
+    Conditioning,
     apply_conditioning,
+    compute_advantage,
     compute_advantage_batch,
     compute_advantage_flat,
     group_standardize,
 )
+from multireward_grpo.advantage import parse_conditioning
 from reference import batch_reference
 
 MODES = ("na", "an", "single", "gdpo")
@@ -286,3 +290,34 @@ def test_gdpo_omit_is_unchanged():
     adv = compute_advantage_batch(rewards, W, "gdpo", nan_policy="omit")
     na = compute_advantage_batch(rewards, W, "na", nan_policy="omit").reshape(-1)
     np.testing.assert_allclose(adv.reshape(-1), (na - na.mean()) / (na.std() + 1e-8), atol=1e-12)
+
+
+# --------------------------------------------------------------------------- B9: negative channel indices
+
+R3 = np.random.default_rng(6).random((4, 3))
+
+
+@pytest.mark.parametrize(
+    "call,field",
+    [
+        (lambda: Conditioning(-2, 1), "gate"),
+        (lambda: Conditioning(0, -1), "target"),
+        (lambda: Conditioning(np.int64(-1), 0), "gate"),
+        (lambda: parse_conditioning((-2, 1)), "gate"),
+        (lambda: parse_conditioning([{"gate": 0, "target": -3}]), "target"),
+        (lambda: apply_conditioning(R3, -2, 1), "gate"),
+        (lambda: apply_conditioning(R3, 0, -1, "subgroup"), "target"),
+        (lambda: apply_conditioning(R3, (-1, 0)), "gate"),
+        (lambda: compute_advantage(R3, conditioning=(-2, 1)), "gate"),
+        (lambda: compute_advantage_batch(R3[None], conditioning=[(0, 1), (2, -1)]), "target"),
+        (lambda: compute_advantage_flat(R3, [0, 0, 1, 1], conditioning=(-1, 2)), "gate"),
+    ],
+)
+def test_negative_channel_indices_are_refused(call, field):
+    with pytest.raises(ValueError, match=rf"Conditioning\.{field}.*negative indices are not accepted"):
+        call()
+
+
+def test_positional_form_refuses_non_integer_indices_instead_of_truncating():
+    with pytest.raises(TypeError, match=r"Conditioning\.target.*channel index"):
+        apply_conditioning(R3, 0, 1.5)

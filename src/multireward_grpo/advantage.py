@@ -65,6 +65,7 @@ from typing import Any, Callable, Iterable, Literal, Protocol
 import numpy as np
 
 from multireward_grpo._array import as_float_array, is_torch, namespace
+from multireward_grpo._validate import check_channel_index
 
 __all__ = [
     "Conditioning",
@@ -521,6 +522,9 @@ class Conditioning:
     elsewhere; with fewer than 2 passing rollouts the group has no passing
     contrast and the target is 0 for every rollout.
 
+    ``gate`` and ``target`` are channel indices >= 0: a negative index is
+    refused rather than wrapped, since ``Conditioning(-2, 1)`` on three
+    channels would gate channel 1 by itself.
     """
 
     gate: int
@@ -537,9 +541,7 @@ class Conditioning:
 
     def __post_init__(self):
         for field in ("gate", "target"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"Conditioning.{field} must be a channel index (int), got {value!r}")
+            object.__setattr__(self, field, _channel_index(f"Conditioning.{field}", getattr(self, field)))
         if self.gate == self.target:
             raise ValueError(f"Conditioning gate and target must differ, both are {self.gate}")
         if self.method not in ("zero_fill", "subgroup"):
@@ -556,12 +558,19 @@ class Conditioning:
     def check_channels(self, n_channels: int) -> None:
         """Raise ValueError when gate or target is not a channel of ``n_channels``."""
         for field in ("gate", "target"):
-            value = getattr(self, field)
-            if not -n_channels <= value < n_channels:
+            value = _channel_index(f"Conditioning.{field}", getattr(self, field))
+            if value >= n_channels:
                 raise ValueError(
                     f"Conditioning.{field}={value} but rewards have {n_channels} channels "
                     f"(valid indices 0..{n_channels - 1})"
                 )
+
+
+def _channel_index(name: str, value: Any) -> int:
+    """A channel index as an int >= 0: negative indices would wrap, letting a rule gate a channel by itself."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a channel index (an int >= 0), got {type(value).__name__} {value!r}")
+    return check_channel_index(name, value)
 
 
 ConditioningSpec = Any  # Conditioning | tuple | dict | a sequence of those
@@ -637,6 +646,7 @@ def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | 
         gate index of the 0.1 call form
         ``apply_conditioning(rewards, gate_idx, cond_idx, impl)``, where
         ``impl`` is ``"zero_fill"``, ``"subgroup"`` or ``"none"`` (identity).
+        Channel indices are ints >= 0 (negative ones are refused).
     cond_idx : int, optional
         The gated channel, with an int ``conditioning`` only.
     impl : str
@@ -652,7 +662,9 @@ def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | 
     if isinstance(conditioning, (int, np.integer)) and not isinstance(conditioning, bool):
         if cond_idx is None:
             raise TypeError("apply_conditioning(rewards, gate_idx, cond_idx, impl) needs cond_idx")
-        conditioning = None if impl == "none" else Conditioning(int(conditioning), int(cond_idx), impl)
+        # Validated (not truncated by int()) even for impl="none".
+        rule = Conditioning(conditioning, cond_idx, "zero_fill" if impl == "none" else impl)
+        conditioning = None if impl == "none" else rule
     elif cond_idx is not None:
         raise TypeError("cond_idx is only used with an int gate index as the second argument")
     rewards = as_float_array(rewards, "rewards")
