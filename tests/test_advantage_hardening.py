@@ -1,16 +1,21 @@
-"""Estimator hardening: extreme scales and dtypes, NaN groups under GDPO, and
-negative channel indices."""
+"""Estimator hardening: extreme scales and dtypes, NaN groups under GDPO,
+negative channel indices, and input messages free of numpy/torch internals."""
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
+from reference import batch_reference
 
+import multireward_grpo as mg
 from multireward_grpo import (
     Conditioning,
+    EstimatorOptions,
     apply_conditioning,
     compute_advantage,
     compute_advantage_batch,
@@ -18,7 +23,6 @@ from multireward_grpo import (
     group_standardize,
 )
 from multireward_grpo.advantage import parse_conditioning
-from reference import batch_reference
 
 MODES = ("na", "an", "single", "gdpo")
 W = [1.0, 0.5, 2.0]
@@ -321,3 +325,189 @@ def test_negative_channel_indices_are_refused(call, field):
 def test_positional_form_refuses_non_integer_indices_instead_of_truncating():
     with pytest.raises(TypeError, match=r"Conditioning\.target.*channel index"):
         apply_conditioning(R3, 0, 1.5)
+    with pytest.raises(ValueError, match=r"impl.*did you mean 'subgroup'"):
+        apply_conditioning(R3, 0, 1, "subgrup")
+
+
+# --------------------------------------------------------------------------- B11: input messages
+
+# Text that only numpy, torch or the interpreter would write: none of it may
+# reach the user.
+INTERNALS = (
+    "ufunc",
+    "could not convert",
+    "unhashable",
+    "not supported between",
+    "inhomogeneous",
+    "setting an array element",
+    "float() argument",
+    "unexpected keyword argument",
+    "required positional argument",
+    "object is not iterable",
+    "object is not subscriptable",
+    "list indices",
+    "only integer tensors",
+)
+
+R = np.random.default_rng(7).random((4, 2))
+RB = R[None]
+
+
+def _torch_float_ids():
+    torch = pytest.importorskip("torch")
+    return torch.tensor([0.0, 0.0, 1.0, 1.0])
+
+
+def _torch_bool_ids():
+    torch = pytest.importorskip("torch")
+    return torch.tensor([True, True, False, False])
+
+
+BAD_INPUTS = [
+    # compute_advantage / _batch / _flat: weights
+    ("compute_advantage", "w string", lambda: compute_advantage(R, "1,1"), TypeError, ["w", "[1.0, 1.0]"]),
+    ("compute_advantage", "w strings", lambda: compute_advantage(R, ["a", 1]), TypeError, ["w[0]", "number"]),
+    ("compute_advantage", "w set", lambda: compute_advantage(R, {1.0, 2.0}), TypeError, ["w", "set", "list"]),
+    ("compute_advantage_batch", "w dict", lambda: compute_advantage_batch(RB, {"a": 1, "b": 2}), TypeError, ["w", "dict", "list"]),
+    ("compute_advantage", "w None entry", lambda: compute_advantage(R, [1.0, None]), TypeError, ["w[1]", "number"]),
+    ("compute_advantage", "w ragged", lambda: compute_advantage(R, [[1.0], [1.0, 2.0]]), ValueError, ["w", "1-D"]),
+    ("compute_advantage", "w complex", lambda: compute_advantage(R, [1j, 1.0]), TypeError, ["w", "real"]),
+    ("compute_advantage", "w count", lambda: compute_advantage(R, [1.0]), ValueError, ["weights has 1", "one weight per reward channel"]),
+    # mode
+    ("compute_advantage", "mode list", lambda: compute_advantage(R, None, ["na"]), TypeError, ["mode", "string", "'na'", "an, gdpo, na, single"]),
+    ("compute_advantage", "mode typo", lambda: compute_advantage(R, None, "naa"), ValueError, ["unknown mode 'naa'", "did you mean 'na'", "valid modes"]),
+    ("compute_advantage_batch", "mode None", lambda: compute_advantage_batch(RB, None, None), TypeError, ["mode", "string"]),
+    # nan_policy and options
+    ("compute_advantage", "nan_policy typo", lambda: compute_advantage(R, nan_policy="omitt"), ValueError, ["nan_policy", "did you mean 'omit'"]),
+    ("compute_advantage", "nan_policy list", lambda: compute_advantage(R, nan_policy=["omit"]), TypeError, ["nan_policy", "string"]),
+    ("compute_advantage", "eps string", lambda: compute_advantage(R, eps="tiny"), TypeError, ["eps", "number"]),
+    ("compute_advantage", "eps None", lambda: compute_advantage(R, eps=None), TypeError, ["eps", "number"]),
+    ("compute_advantage", "ddof string", lambda: compute_advantage(R, ddof="1"), TypeError, ["ddof", "int"]),
+    ("compute_advantage", "scale_by_std", lambda: compute_advantage(R, scale_by_std="yes"), TypeError, ["scale_by_std", "True or False"]),
+    # rewards
+    ("compute_advantage", "rewards ragged", lambda: compute_advantage([[1.0, 2.0], [3.0]]), TypeError, ["rewards", "same length"]),
+    ("compute_advantage", "rewards None", lambda: compute_advantage(None), TypeError, ["rewards", "NoneType"]),
+    ("compute_advantage_batch", "rewards dict", lambda: compute_advantage_batch({"a": 1}), TypeError, ["rewards", "dict"]),
+    ("compute_advantage", "rewards strings", lambda: compute_advantage([["a", "b"], ["c", "d"]]), TypeError, ["rewards", "numeric"]),
+    ("compute_advantage", "rewards None entry", lambda: compute_advantage([[1.0, None], [2.0, 3.0]]), TypeError, ["rewards", "None"]),
+    # group ids
+    ("compute_advantage_flat", "ids None", lambda: compute_advantage_flat(R, [0, None, 1, 1]), TypeError, ["group_ids[1]", "None"]),
+    ("compute_advantage_flat", "ids mixed", lambda: compute_advantage_flat(R, [1, "1", 2, 2]), TypeError, ["group_ids", "mixes", "one type"]),
+    ("compute_advantage_flat", "ids float list", lambda: compute_advantage_flat(R, [0.0, 0.0, 1.0, 1.0]), TypeError, ["group_ids", "integers or strings"]),
+    ("compute_advantage_flat", "ids string", lambda: compute_advantage_flat(R, "aabb"), TypeError, ["group_ids", "one id per rollout"]),
+    ("compute_advantage_flat", "ids set", lambda: compute_advantage_flat(R, {0, 1}), TypeError, ["group_ids", "set"]),
+    ("compute_advantage_flat", "ids int", lambda: compute_advantage_flat(R, 3), TypeError, ["group_ids", "one id per rollout"]),
+    ("compute_advantage_flat", "ids unhashable", lambda: compute_advantage_flat(R, [0, {}, 1, 1]), TypeError, ["group_ids[1]", "dict"]),
+    ("compute_advantage_flat", "ids object floats", lambda: compute_advantage_flat(R, np.array([0, 1.5, 1, 1], dtype=object)), TypeError, ["group_ids[1]", "float"]),
+    ("compute_advantage_flat", "ids bool", lambda: compute_advantage_flat(R, np.array([True, True, False, False])), TypeError, ["group_ids", "bool"]),
+    ("compute_advantage_flat", "ids ragged", lambda: compute_advantage_flat(R, [[0, 1], [1]]), ValueError, ["group_ids", "1-D"]),
+    # conditioning
+    ("compute_advantage", "cond string", lambda: compute_advantage(R, conditioning="0->1"), TypeError, ["conditioning must be"]),
+    ("compute_advantage", "cond set", lambda: compute_advantage(R, conditioning={0, 1}), TypeError, ["conditioning", "set"]),
+    ("parse_conditioning", "cond dict key", lambda: parse_conditioning({"gaet": 0, "target": 1}), TypeError, ["'gaet'", "did you mean 'gate'"]),
+    ("parse_conditioning", "cond dict missing", lambda: parse_conditioning({"gate": 0}), TypeError, ["target", "missing"]),
+    ("parse_conditioning", "cond tuple 4", lambda: parse_conditioning((0, 1, "zero_fill", 0.3)), TypeError, ["(gate, target[, method])"]),
+    ("Conditioning", "gamma string", lambda: Conditioning(0, 1, gamma="half"), TypeError, ["Conditioning.gamma", "number"]),
+    ("Conditioning", "gamma None", lambda: Conditioning(0, 1, gamma=None), TypeError, ["Conditioning.gamma", "number"]),
+    ("Conditioning", "gamma range", lambda: Conditioning(0, 1, gamma=1.5), ValueError, ["Conditioning.gamma", "[0, 1]"]),
+    ("Conditioning", "threshold string", lambda: Conditioning(0, 1, threshold="high"), TypeError, ["Conditioning.threshold", "number"]),
+    ("Conditioning", "threshold None", lambda: Conditioning(0, 1, threshold=None), TypeError, ["Conditioning.threshold", "number"]),
+    ("Conditioning", "method typo", lambda: Conditioning(0, 1, "zero-fill"), ValueError, ["conditioning method", "did you mean 'zero_fill'"]),
+    ("Conditioning", "method list", lambda: Conditioning(0, 1, ["subgroup"]), TypeError, ["conditioning method", "string"]),
+    ("Conditioning", "gate float", lambda: Conditioning(0.0, 1), TypeError, ["Conditioning.gate", "channel index"]),
+    ("Conditioning", "gate string", lambda: Conditioning("0", 1), TypeError, ["Conditioning.gate", "channel index"]),
+    ("Conditioning", "same channel", lambda: Conditioning(1, 1), ValueError, ["gate and target must differ"]),
+    ("compute_advantage", "too few channels", lambda: compute_advantage(R, conditioning=(0, 5)), ValueError, ["target=5", "2 channels"]),
+    # apply_conditioning
+    ("apply_conditioning", "apply rewards 1-D", lambda: apply_conditioning([1.0, 2.0], (0, 1)), ValueError, ["rewards", "(m, R)"]),
+    ("apply_conditioning", "apply cond_idx alone", lambda: apply_conditioning(R, (0, 1), 1), TypeError, ["cond_idx", "int gate index"]),
+    ("apply_conditioning", "apply impl list", lambda: apply_conditioning(R, 0, 1, ["none"]), TypeError, ["impl", "string"]),
+    ("apply_conditioning", "apply mask shape", lambda: apply_conditioning(R, (0, 1), mask=np.ones((3, 2), bool)), ValueError, ["mask", "shape"]),
+    # EstimatorOptions
+    ("EstimatorOptions", "options eps", lambda: EstimatorOptions(eps=-1.0), ValueError, ["eps", ">= 0"]),
+    ("EstimatorOptions", "options eps string", lambda: EstimatorOptions(eps="x"), TypeError, ["eps", "number"]),
+    ("EstimatorOptions", "options ddof", lambda: EstimatorOptions(ddof=-1), ValueError, ["ddof", ">= 0"]),
+    # group_standardize
+    ("group_standardize", "gs list x", lambda: group_standardize([[1.0, 2.0]]), ValueError, ["x", "(B, m, C)"]),
+    ("group_standardize", "gs strings", lambda: group_standardize(np.array([[["a"]]])), TypeError, ["x", "numeric"]),
+    ("group_standardize", "gs mask shape", lambda: group_standardize(RB, mask=np.ones((1, 4, 1), bool)), ValueError, ["mask", "shape"]),
+    ("group_standardize", "gs mask dtype", lambda: group_standardize(RB, mask=np.ones((1, 4, 2))), TypeError, ["mask", "bool"]),
+    ("group_standardize", "gs options", lambda: group_standardize(RB, options={"eps": 0}), TypeError, ["options", "EstimatorOptions"]),
+    # registry
+    ("get_estimator", "get list", lambda: mg.get_estimator(["na"]), TypeError, ["mode", "string"]),
+    ("get_estimator", "get typo", lambda: mg.get_estimator("gdp"), ValueError, ["did you mean 'gdpo'"]),
+    ("is_batch_level", "is_batch_level", lambda: mg.is_batch_level(None), TypeError, ["mode", "string"]),
+    ("register_estimator", "register name", lambda: mg.register_estimator(["x"], lambda *a, **k: None), TypeError, ["estimator name", "string"]),
+    ("register_estimator", "register empty", lambda: mg.register_estimator(" ", lambda *a, **k: None), ValueError, ["estimator name", "non-empty"]),
+    ("register_estimator", "register fn", lambda: mg.register_estimator("xyz_not_callable", 3), TypeError, ["callable"]),
+    ("register_estimator", "register batch_level", lambda: mg.register_estimator("xyz_bl", lambda *a, **k: None, batch_level="yes"), TypeError, ["batch_level", "True or False"]),
+    ("register_estimator", "register description", lambda: mg.register_estimator("xyz_d", lambda *a, **k: None, description=3), TypeError, ["description", "string"]),
+    ("unregister_estimator", "unregister list", lambda: mg.unregister_estimator(["x"]), TypeError, ["estimator name", "string"]),
+    ("unregister_estimator", "unregister typo", lambda: mg.unregister_estimator("nope_never"), ValueError, ["no estimator named", "registered names"]),
+]
+
+
+def _torch_id_cases():
+    return [
+        ("compute_advantage_flat", "ids float torch", lambda: compute_advantage_flat(R, _torch_float_ids()), TypeError,
+         ["group_ids", "float", ".long()"]),
+        ("compute_advantage_flat", "ids bool torch", lambda: compute_advantage_flat(R, _torch_bool_ids()), TypeError,
+         ["group_ids", "bool"]),
+    ]
+
+
+CASES = BAD_INPUTS + _torch_id_cases()
+
+
+@pytest.mark.parametrize("function,label,call,exc_type,needles", CASES, ids=[c[1] for c in CASES])
+def test_bad_inputs_get_clear_messages(function, label, call, exc_type, needles):
+    with pytest.raises(exc_type) as info:
+        call()
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    for internal in INTERNALS:
+        assert internal not in message, f"{internal!r} leaked into {message!r}"
+    # Raised by this package, not from inside numpy or torch, and without a
+    # chained numpy/torch traceback.
+    raised_in = os.path.normpath(str(info.traceback[-1].path))
+    assert os.sep + "multireward_grpo" + os.sep in raised_in, raised_in
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+
+
+def test_every_public_function_with_arguments_has_bad_input_cases():
+    import inspect
+
+    from multireward_grpo import advantage
+
+    with_arguments = {
+        name
+        for name in advantage.__all__
+        if callable(getattr(advantage, name)) and inspect.signature(getattr(advantage, name)).parameters
+    }
+    assert with_arguments - {case[0] for case in CASES} == set()
+
+
+def test_numeric_strings_are_read_as_numbers_like_yaml_gives_them():
+    rule = Conditioning(0, 1, gamma="0.25", threshold="5e-1")
+    assert rule.gamma == 0.25 and rule.threshold == 0.5
+    assert EstimatorOptions(eps="1e-6").eps == 1e-6
+    np.testing.assert_array_equal(compute_advantage(R, ["1", "2e0"]), compute_advantage(R, [1.0, 2.0]))
+
+
+def test_integer_ids_of_any_integer_type_group_together():
+    rewards = np.random.default_rng(8).normal(size=(6, 2))
+    ids_python = [3, 1, 3, 1, 2, 2]
+    want = compute_advantage_flat(rewards, ids_python, None, "na")
+    mixed_ints = [np.int64(3), 1, np.int32(3), 1, 2, np.uint8(2)]
+    np.testing.assert_array_equal(compute_advantage_flat(rewards, mixed_ints, None, "na"), want)
+    strings = np.array(["c", "a", "c", "a", "b", "b"], dtype=object)
+    np.testing.assert_array_equal(compute_advantage_flat(rewards, strings, None, "na"), want)
+
+
+def test_mode_messages_keep_the_registered_names_in_order():
+    with pytest.raises(ValueError) as info:
+        compute_advantage(R, mode="nope")
+    assert "valid modes: an, gdpo, na, single" in str(info.value)
+    assert math.isfinite(compute_advantage(R, mode=" NA ").sum())  # names are case/space-insensitive

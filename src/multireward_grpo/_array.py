@@ -12,11 +12,13 @@ import contextlib
 import functools
 import math
 import sys
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["FloatLimits", "is_torch", "namespace", "as_float_array"]
+__all__ = ["FloatLimits", "as_float_array", "is_torch", "namespace"]
 
 
 class FloatLimits(NamedTuple):
@@ -339,7 +341,9 @@ def as_float_array(x: Any, name: str):
 
     numpy and array-likes become numpy (integers and bools become float64);
     torch tensors stay torch (integers and bools become the default float
-    dtype) and keep their device. Object and complex input raises TypeError.
+    dtype) and keep their device. Anything that is not an array of real
+    numbers (None, strings, dicts, sets, ragged lists, complex values) raises
+    TypeError naming ``name``.
     """
     if is_torch(x):
         import torch
@@ -349,15 +353,38 @@ def as_float_array(x: Any, name: str):
         if not x.is_floating_point():
             x = x.to(torch.get_default_dtype())
         return x.detach()
+    if x is None or isinstance(x, (str, bytes, Mapping, AbstractSet)):
+        raise TypeError(
+            f"{name} must be a real numeric array (an array or nested lists of numbers), got {type(x).__name__}"
+        )
     try:
         arr = np.asarray(x)
-    except (ValueError, TypeError) as err:  # ragged nested lists
-        raise TypeError(f"{name} could not be read as a numeric array: {err}") from None
-    if arr.dtype.kind in "biu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind != "f":
+    except (ValueError, TypeError):  # ragged nested lists
         raise TypeError(
-            f"{name} must be a real numeric array, got dtype {arr.dtype}; "
-            "convert it with np.asarray(..., dtype=float) first"
-        )
-    return arr
+            f"{name} could not be read as a numeric array: its rows do not all have the same length; "
+            "pass a rectangular array of numbers (NaN for a missing reward)"
+        ) from None
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float64)
+    if arr.dtype.kind == "f":
+        return arr
+    if arr.dtype.kind == "O":
+        return _object_to_float(arr, name)
+    if arr.dtype.kind in "US":
+        raise TypeError(f"{name} must be a real numeric array, got strings (dtype {arr.dtype}); convert them to numbers first")
+    raise TypeError(
+        f"{name} must be a real numeric array, got dtype {arr.dtype}; "
+        "convert it with np.asarray(..., dtype=float) first"
+    )
+
+
+def _object_to_float(arr: np.ndarray, name: str) -> np.ndarray:
+    """An object array whose entries are all real numbers, as float64."""
+    for position, value in np.ndenumerate(arr):
+        if not isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
+            where = f" at index {position}" if position else ""
+            shown = "None" if value is None else f"a {type(value).__name__} ({value!r})"
+            raise TypeError(
+                f"{name} holds {shown}{where}; every entry must be a number (use float('nan') for a missing reward)"
+            )
+    return arr.astype(np.float64)

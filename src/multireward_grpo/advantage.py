@@ -59,13 +59,21 @@ Inputs are never modified.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, Literal, Protocol
 
 import numpy as np
 
 from multireward_grpo._array import as_float_array, is_torch, namespace
-from multireward_grpo._validate import check_channel_index
+from multireward_grpo._validate import (
+    check_channel_index,
+    check_choice,
+    check_float,
+    check_int,
+    did_you_mean,
+)
 
 __all__ = [
     "Conditioning",
@@ -108,16 +116,16 @@ class EstimatorOptions:
     centring (Dr. GRPO)."""
 
     def __post_init__(self):
-        if isinstance(self.ddof, bool) or not isinstance(self.ddof, (int, np.integer)):
-            raise TypeError(f"ddof must be an int, got {type(self.ddof).__name__}")
-        if self.ddof < 0:
-            raise ValueError(f"ddof must be >= 0, got {self.ddof}")
-        if not (isinstance(self.eps, (int, float, np.floating)) and np.isfinite(self.eps)):
-            raise ValueError(f"eps must be a finite number, got {self.eps!r}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
-        if not isinstance(self.scale_by_std, (bool, np.bool_)):
-            raise TypeError(f"scale_by_std must be True or False, got {self.scale_by_std!r}")
+        # Stored normalized (a numpy int, a YAML string "1e-8"), so the fields are plain Python values.
+        object.__setattr__(self, "ddof", check_int("ddof", self.ddof, 0))
+        object.__setattr__(self, "eps", check_float("eps", self.eps, minimum=0.0))
+        object.__setattr__(self, "scale_by_std", _check_bool("scale_by_std", self.scale_by_std))
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 # --------------------------------------------------------------------------- group statistics
@@ -305,17 +313,42 @@ def _to_output(values, dtype, what: str):
     return xp.to_dtype(values, dtype)
 
 
+def _check_x(x, mask, options):
+    x = as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(
+            f"x must be (B, m, C): B groups of m rollouts with C values each; got shape {tuple(x.shape)}"
+        )
+    if options is not None and not isinstance(options, EstimatorOptions):
+        raise TypeError(f"options must be an EstimatorOptions (or None for the defaults), got {type(options).__name__}")
+    if mask is not None:
+        _check_mask(mask, x, "x")
+    return x
+
+
+def _check_mask(mask, like, like_name: str) -> None:
+    """``mask`` must be a bool array of the kind (numpy/torch) and shape of ``like``."""
+    if is_torch(mask) != is_torch(like):
+        kind = "a torch bool tensor" if is_torch(like) else "a numpy bool array"
+        raise TypeError(f"mask must be {kind} like {like_name}, got {type(mask).__name__}")
+    dtype = getattr(mask, "dtype", None)
+    if dtype is None or str(dtype) not in ("bool", "torch.bool"):
+        raise TypeError(f"mask must be a boolean array (True where a value is observed), got dtype {dtype}")
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"mask must have the shape of {like_name} {tuple(like.shape)}, got shape {tuple(mask.shape)}")
+
+
 def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
     """Standardize each channel inside each group.
 
     Parameters
     ----------
-    x : (B, m, C) array (numpy or torch)
+    x : (B, m, C) array (numpy, array-like or torch)
         ``B`` groups of ``m`` rollouts with ``C`` values each. A NaN makes its
         group and channel NaN.
     mask : (B, m, C) bool array, optional
         True where a value is observed; unobserved values are left out of the
-        statistics and get 0.
+        statistics and get 0. Same kind (numpy/torch) and shape as ``x``.
     options : EstimatorOptions, optional
         ``ddof``, ``eps`` and ``scale_by_std``.
 
@@ -326,6 +359,7 @@ def group_standardize(x, *, mask=None, options: EstimatorOptions | None = None):
         constant channel and for groups with ``m - ddof <= 0`` observed values.
         Computed in float64 (numpy) or at least float32 (torch) at any scale.
     """
+    x = _check_x(x, mask, options)
     z = _standardize(_to_work(x), mask, options or EstimatorOptions())
     return _to_output(z, x.dtype, "standardized values")
 
@@ -374,6 +408,17 @@ def _valid_names() -> str:
     return ", ".join(sorted(_ESTIMATORS))
 
 
+def _mode_key(mode: Any) -> str:
+    """``mode`` stripped and lower-cased; TypeError for anything but a string."""
+    if not isinstance(mode, str):
+        hint = f"; pass mode={mode[0]!r}" if isinstance(mode, (list, tuple)) and len(mode) == 1 else ""
+        raise TypeError(
+            f"mode must be a string naming an estimator, one of {_valid_names()}; "
+            f"got {type(mode).__name__} {mode!r}{hint}"
+        )
+    return mode.strip().lower()
+
+
 def register_estimator(
     name: str, fn: Callable | None = None, *, description: str = "", batch_level: bool = False
 ):
@@ -386,9 +431,14 @@ def register_estimator(
     other groups of the batch (like ``"gdpo"``'s whitening). Registering a
     name twice raises ``ValueError``.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        raise TypeError(f"estimator name must be a string, got {type(name).__name__} {name!r}")
+    if not name.strip():
         raise ValueError(f"estimator name must be a non-empty string, got {name!r}")
     key = name.strip().lower()
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a string (one line shown by list_estimators), got {description!r}")
+    batch_level = _check_bool("batch_level", batch_level)
 
     def decorate(func: Callable) -> Callable:
         if key in _ESTIMATORS:
@@ -400,7 +450,7 @@ def register_estimator(
         if not callable(func):
             raise TypeError(f"estimator {key!r} must be callable, got {type(func).__name__}")
         doc = (func.__doc__ or "").strip().splitlines()
-        _ESTIMATORS[key] = _Entry(func, description or (doc[0] if doc else ""), bool(batch_level))
+        _ESTIMATORS[key] = _Entry(func, description or (doc[0] if doc else ""), batch_level)
         return func
 
     return decorate(fn) if fn is not None else decorate
@@ -408,19 +458,21 @@ def register_estimator(
 
 def unregister_estimator(name: str) -> None:
     """Remove a user-registered estimator (built-ins cannot be removed)."""
-    key = str(name).strip().lower()
+    if not isinstance(name, str):
+        raise TypeError(f"estimator name must be a string, got {type(name).__name__} {name!r}")
+    key = name.strip().lower()
     if key in _BUILTIN:
         raise ValueError(f"{key!r} is a built-in estimator and cannot be unregistered")
     if key not in _ESTIMATORS:
-        raise ValueError(f"no estimator named {key!r}; registered names: {_valid_names()}")
+        raise ValueError(f"no estimator named {key!r}{did_you_mean(key, _ESTIMATORS)}; registered names: {_valid_names()}")
     del _ESTIMATORS[key]
 
 
 def get_estimator(name: str) -> Callable:
     """The estimator registered under ``name``; unknown names list the valid ones."""
-    key = name.strip().lower() if isinstance(name, str) else name
+    key = _mode_key(name)
     if key not in _ESTIMATORS:
-        raise ValueError(f"unknown mode {name!r}; valid modes: {_valid_names()}")
+        raise ValueError(f"unknown mode {name!r}{did_you_mean(key, _ESTIMATORS)}; valid modes: {_valid_names()}")
     return _ESTIMATORS[key].fn
 
 
@@ -524,7 +576,9 @@ class Conditioning:
 
     ``gate`` and ``target`` are channel indices >= 0: a negative index is
     refused rather than wrapped, since ``Conditioning(-2, 1)`` on three
-    channels would gate channel 1 by itself.
+    channels would gate channel 1 by itself. ``gamma`` and ``threshold``
+    accept numbers or numeric strings (``"0.5"``, as PyYAML may read them)
+    and are stored as floats.
     """
 
     gate: int
@@ -540,20 +594,19 @@ class Conditioning:
     """The gate passes where ``rewards[..., gate] >= threshold``."""
 
     def __post_init__(self):
+        # Stored normalized (numpy ints, YAML strings such as "0.5"), so fields are plain Python values.
         for field in ("gate", "target"):
             object.__setattr__(self, field, _channel_index(f"Conditioning.{field}", getattr(self, field)))
         if self.gate == self.target:
             raise ValueError(f"Conditioning gate and target must differ, both are {self.gate}")
-        if self.method not in ("zero_fill", "subgroup"):
-            raise ValueError(
-                f"unknown conditioning method {self.method!r}; use 'zero_fill' or 'subgroup'"
-            )
-        if not (np.isfinite(self.gamma) and 0.0 <= self.gamma <= 1.0):
-            raise ValueError(f"Conditioning.gamma must be in [0, 1], got {self.gamma!r}")
-        if self.method == "subgroup" and self.gamma != 0.0:
+        check_choice("conditioning method", self.method, ("zero_fill", "subgroup"))
+        gamma = check_float("Conditioning.gamma", self.gamma)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"Conditioning.gamma must be in [0, 1], got {gamma!r}")
+        if self.method == "subgroup" and gamma != 0.0:
             raise ValueError("Conditioning.gamma applies to method='zero_fill' only; set gamma=0")
-        if not np.isfinite(self.threshold):
-            raise ValueError(f"Conditioning.threshold must be finite, got {self.threshold!r}")
+        object.__setattr__(self, "gamma", gamma)
+        object.__setattr__(self, "threshold", check_float("Conditioning.threshold", self.threshold))
 
     def check_channels(self, n_channels: int) -> None:
         """Raise ValueError when gate or target is not a channel of ``n_channels``."""
@@ -573,40 +626,58 @@ def _channel_index(name: str, value: Any) -> int:
     return check_channel_index(name, value)
 
 
+_CONDITIONING_FIELDS = tuple(f.name for f in fields(Conditioning))
 ConditioningSpec = Any  # Conditioning | tuple | dict | a sequence of those
+_SPEC_FORMS = "a Conditioning, a (gate, target[, method]) tuple, a dict of Conditioning fields, or a list of those"
 
 
 def parse_conditioning(spec: ConditioningSpec) -> tuple[Conditioning, ...]:
     """Normalize a ``conditioning=`` argument to a tuple of :class:`Conditioning`.
 
-    Accepts None, a Conditioning, a ``(gate, target[, method])`` tuple, a dict
-    of Conditioning fields, or a sequence of those.
+    Parameters
+    ----------
+    spec : None, Conditioning, tuple, dict, or a list/tuple of those
+        A ``(gate, target[, method])`` tuple or a dict of Conditioning fields
+        (``gate``, ``target``, ``method``, ``gamma``, ``threshold``). Rules
+        apply in the order given.
+
+    Returns
+    -------
+    rules : tuple of Conditioning
     """
     if spec is None:
         return ()
-    if isinstance(spec, (Conditioning, dict)) or (
+    if isinstance(spec, (Conditioning, Mapping)) or (
         isinstance(spec, tuple) and spec and isinstance(spec[0], (int, float, np.number))
     ):
         spec = [spec]
+    if isinstance(spec, AbstractSet):
+        raise TypeError(f"conditioning must be {_SPEC_FORMS}; got a {type(spec).__name__}, which has no order (rules apply in order)")
     if not isinstance(spec, Iterable) or isinstance(spec, (str, bytes)):
-        raise TypeError(
-            "conditioning must be a Conditioning, a (gate, target[, method]) tuple, "
-            f"a dict of Conditioning fields, or a list of those; got {spec!r}"
-        )
-    parsed = []
-    for item in spec:
-        if isinstance(item, Conditioning):
-            parsed.append(item)
-        elif isinstance(item, dict):
-            parsed.append(Conditioning(**item))
-        elif isinstance(item, (tuple, list)) and 2 <= len(item) <= 3:
-            parsed.append(Conditioning(*item))
-        else:
+        raise TypeError(f"conditioning must be {_SPEC_FORMS}; got {spec!r}")
+    return tuple(_parse_rule(item) for item in spec)
+
+
+def _parse_rule(item) -> Conditioning:
+    if isinstance(item, Conditioning):
+        return item
+    if isinstance(item, Mapping):
+        unknown = [key for key in item if key not in _CONDITIONING_FIELDS]
+        if unknown:
             raise TypeError(
-                f"cannot read conditioning entry {item!r}; use Conditioning(gate, target, ...) "
-                "or a (gate, target[, method]) tuple"
+                f"unknown conditioning field {unknown[0]!r}{did_you_mean(unknown[0], _CONDITIONING_FIELDS)}; "
+                f"the fields are {', '.join(_CONDITIONING_FIELDS)}"
             )
-    return tuple(parsed)
+        missing = [key for key in ("gate", "target") if key not in item]
+        if missing:
+            raise TypeError(f"conditioning entry {dict(item)!r} is missing {' and '.join(map(repr, missing))}; give at least gate and target")
+        return Conditioning(**item)
+    if isinstance(item, (tuple, list)) and 2 <= len(item) <= 3:
+        return Conditioning(*item)
+    raise TypeError(
+        f"cannot read conditioning entry {item!r}; use a (gate, target[, method]) tuple, "
+        "or Conditioning(gate, target, ...) / a dict for gamma and threshold"
+    )
 
 
 def _apply_one(rewards, rule: Conditioning, mask):
@@ -630,6 +701,20 @@ def _apply_one(rewards, rule: Conditioning, mask):
     out = rewards * 1.0  # a copy: inputs are never modified
     out[..., rule.target] = gated
     return out
+
+
+def _rules_from_call(conditioning, cond_idx, impl) -> ConditioningSpec:
+    """The rules of either call form of :func:`apply_conditioning`."""
+    if isinstance(conditioning, (int, np.integer)) and not isinstance(conditioning, (bool, np.bool_)):
+        if cond_idx is None:
+            raise TypeError("apply_conditioning(rewards, gate_idx, cond_idx, impl) needs cond_idx")
+        impl = check_choice("impl", impl, ("zero_fill", "subgroup", "none"))
+        # Built even for impl="none", so bad indices are refused (not truncated by int()) in every form.
+        rule = Conditioning(conditioning, cond_idx, "zero_fill" if impl == "none" else impl)
+        return None if impl == "none" else rule
+    if cond_idx is not None:
+        raise TypeError("cond_idx is only used with an int gate index as the second argument")
+    return conditioning
 
 
 def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | None = None,
@@ -659,18 +744,12 @@ def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | 
     -------
     conditioned : array of the same shape, kind and dtype (a new array).
     """
-    if isinstance(conditioning, (int, np.integer)) and not isinstance(conditioning, bool):
-        if cond_idx is None:
-            raise TypeError("apply_conditioning(rewards, gate_idx, cond_idx, impl) needs cond_idx")
-        # Validated (not truncated by int()) even for impl="none".
-        rule = Conditioning(conditioning, cond_idx, "zero_fill" if impl == "none" else impl)
-        conditioning = None if impl == "none" else rule
-    elif cond_idx is not None:
-        raise TypeError("cond_idx is only used with an int gate index as the second argument")
+    rules = parse_conditioning(_rules_from_call(conditioning, cond_idx, impl))
     rewards = as_float_array(rewards, "rewards")
     if rewards.ndim < 2:
         raise ValueError(f"rewards must be (m, R) or (..., m, R); got shape {tuple(rewards.shape)}")
-    rules = parse_conditioning(conditioning)
+    if mask is not None:
+        _check_mask(mask, rewards, "rewards")
     for rule in rules:
         rule.check_channels(rewards.shape[-1])
     squeeze = rewards.ndim == 2
@@ -686,12 +765,58 @@ def apply_conditioning(rewards, conditioning: ConditioningSpec, cond_idx: int | 
 # --------------------------------------------------------------------------- validation
 
 
+def _weights_as_numpy(w) -> np.ndarray:
+    """``w`` as a float64 numpy array; TypeError for anything but numbers in order."""
+    if is_torch(w):
+        if w.is_complex():
+            raise TypeError("w (the channel weights) must hold real numbers, got a complex tensor")
+        return np.asarray(namespace(w).to_numpy(w), dtype=np.float64)
+    if not isinstance(w, (list, tuple, np.ndarray)):
+        _refuse_unordered_weights(w)
+    try:
+        arr = np.asarray(w)
+    except (ValueError, TypeError):
+        raise ValueError("w (the channel weights) must be a 1-D sequence of numbers; its entries are ragged nested lists") from None
+    return arr.astype(np.float64, copy=False) if arr.dtype.kind in "biuf" else _non_numeric_weights(arr)
+
+
+def _refuse_unordered_weights(w) -> None:
+    if isinstance(w, (str, bytes)):
+        raise TypeError(
+            f"w (the channel weights) must be a sequence of numbers, one per reward channel, "
+            f"got the string {w!r}{_list_hint(w)}"
+        )
+    if isinstance(w, (Mapping, AbstractSet)):
+        raise TypeError(
+            f"w (the channel weights) must be a list, tuple or array of numbers in channel order; "
+            f"got a {type(w).__name__}, which has no channel order"
+        )
+
+
+def _non_numeric_weights(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "c":
+        raise TypeError(f"w (the channel weights) must hold real numbers, got complex values {arr.tolist()}")
+    if arr.dtype.kind not in "OUS" or arr.ndim != 1:
+        raise TypeError(f"w (the channel weights) must be a 1-D sequence of numbers, got dtype {arr.dtype} with shape {arr.shape}")
+    # Numbers as strings ("1e-3", as PyYAML reads it) are read like check_float reads them.
+    return np.array([check_float(f"w[{i}]", value) for i, value in enumerate(arr.tolist())], dtype=np.float64)
+
+
+def _list_hint(text) -> str:
+    """``"; did you mean [1.0, 1.0]?"`` when ``text`` is comma-separated numbers."""
+    try:
+        values = [float(part) for part in str(text).replace(";", ",").split(",")]
+    except ValueError:
+        return ""
+    return f"; did you mean {values}?"
+
+
 def _validate_weights(w, n_channels: int, like):
     """``w`` as a (R,) array of the kind and dtype of ``like``."""
     xp = namespace(like)
     if w is None:
         return xp.full((n_channels,), 1.0, like)
-    w_np = np.asarray(namespace(w).to_numpy(w) if is_torch(w) else w, dtype=np.float64)
+    w_np = _weights_as_numpy(w)
     if w_np.ndim != 1:
         raise ValueError(f"weights must be a 1-D sequence of length R; got shape {w_np.shape}")
     if w_np.shape[0] != n_channels:
@@ -709,8 +834,10 @@ def _validate_weights(w, n_channels: int, like):
 
 
 def _check_nan_policy(nan_policy: str) -> None:
+    if not isinstance(nan_policy, str):
+        raise TypeError(f"nan_policy must be a string, one of {NAN_POLICIES}; got {type(nan_policy).__name__} {nan_policy!r}")
     if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}{did_you_mean(nan_policy, NAN_POLICIES)}")
 
 
 def _first_position(bad) -> tuple[int, ...]:
@@ -828,7 +955,8 @@ def compute_advantage(
     rewards : (m, R) array (numpy, array-like or torch)
         ``m`` rollouts scored on ``R`` reward channels.
     w : (R,) array, optional
-        Objective weights, ``w >= 0``; default all ones.
+        Objective weights, ``w >= 0``; default all ones. A list, tuple, numpy
+        array or torch tensor of numbers in channel order.
     mode : str
         A registered estimator: ``"na"`` (default), ``"an"``, ``"single"``,
         ``"gdpo"`` or one added with :func:`register_estimator`.
@@ -900,9 +1028,13 @@ def compute_advantage_flat(
     ----------
     rewards : (N, R) array (numpy, array-like or torch)
         One row per rollout, in any order.
-    group_ids : (N,) array or sequence
-        The group (prompt) of each rollout: integers or strings; groups may
-        have different sizes and need not be contiguous.
+    group_ids : (N,) array, tensor or sequence
+        The group (prompt) of each rollout: all integers or all strings
+        (mixing them is refused, since ``1`` and ``"1"`` would read as one
+        group). Float ids are refused for numpy and torch alike rather than
+        grouped by value: convert integer-valued ones with ``ids.astype(int)``
+        / ``ids.long()``. Groups may have different sizes and need not be
+        contiguous.
     w, mode, conditioning, scale_by_std, ddof, eps, nan_policy
         As in :func:`compute_advantage`. For ``mode="gdpo"`` the batch is all
         ``N`` rollouts (less the NaN groups under ``"propagate"``).
@@ -937,16 +1069,17 @@ def _flat_advantages(rewards, inverse, counts, w, mode, conditioning, options, n
     return advantages[inverse, pos]
 
 
+# --------------------------------------------------------------------------- group ids
+
+_IDS_FORM = "group_ids must be a 1-D sequence or array with one id per rollout (all ints or all strings)"
+
+
 def _group_index(group_ids, rewards):
     """(inverse (N,), counts (G,)) of the group ids, as indices for ``rewards``."""
     n = rewards.shape[0]
-    ids = group_ids if is_torch(group_ids) else np.asarray(group_ids)
-    if ids.ndim != 1:
-        raise ValueError(f"group_ids must be 1-D with one id per rollout; got shape {tuple(ids.shape)}")
+    ids = _read_group_ids(group_ids)
     if ids.shape[0] != n:
         raise ValueError(f"rewards has {n} rows but group_ids has {ids.shape[0]}; pass one group id per rollout")
-    if not is_torch(ids) and ids.dtype.kind in "fc":
-        raise TypeError("group_ids must be integers or strings, not floats")
     inverse, counts = namespace(ids).group_index(ids)
     xp = namespace(rewards)
     if is_torch(inverse) != is_torch(rewards) or (is_torch(inverse) and inverse.device != rewards.device):
@@ -954,3 +1087,77 @@ def _group_index(group_ids, rewards):
         inverse = xp.index(to_np(inverse) if is_torch(inverse) else inverse, rewards)
         counts = xp.index(to_np(counts) if is_torch(counts) else counts, rewards)
     return inverse, counts
+
+
+def _read_group_ids(group_ids):
+    """``group_ids`` as a 1-D integer or string array (or integer tensor); TypeError otherwise."""
+    if is_torch(group_ids):
+        return _torch_group_ids(group_ids)
+    if group_ids is None or isinstance(group_ids, (str, bytes, Mapping, AbstractSet)) or not isinstance(group_ids, Iterable):
+        unordered = " (a set has no order)" if isinstance(group_ids, AbstractSet) else ""
+        raise TypeError(f"{_IDS_FORM}; got {type(group_ids).__name__} {group_ids!r}{unordered}")
+    if isinstance(group_ids, np.ndarray) and group_ids.dtype.kind != "O":
+        ids = group_ids
+    else:
+        try:
+            ids = np.asarray(group_ids, dtype=object)
+        except (ValueError, TypeError):
+            raise ValueError("group_ids must be 1-D with one id per rollout; got ragged nested sequences") from None
+    if ids.ndim != 1:
+        raise ValueError(f"group_ids must be 1-D with one id per rollout; got shape {tuple(ids.shape)}")
+    if ids.dtype.kind == "O":
+        return _object_group_ids(ids)
+    if ids.dtype.kind in "iuUS":
+        return ids
+    raise TypeError(f"group_ids must be integers or strings, got dtype {ids.dtype}; {_ID_HINTS.get(ids.dtype.kind, '')}")
+
+
+_ID_HINTS = {
+    "f": "float ids are not grouped by value: convert integer-valued ones with ids.astype(int)",
+    "b": "booleans look like a mask: pass the group (prompt) id of each rollout",
+}
+
+
+def _object_group_ids(ids: np.ndarray) -> np.ndarray:
+    values = ids.tolist()
+    types = set(map(type, values))
+    if all(issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_)) for t in types):
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            return np.array([str(v) for v in values])  # ids beyond int64 still group by value
+    if all(issubclass(t, str) for t in types):
+        return np.array(values, dtype=str)
+    for i, value in enumerate(values):
+        _check_one_id(i, value)
+    example_int = next(v for v in values if isinstance(v, (int, np.integer)))
+    example_str = next(v for v in values if isinstance(v, str))
+    raise TypeError(
+        f"group_ids mixes integers and strings (e.g. {example_int!r} and {example_str!r}); use one type for "
+        "every id, since 1 and '1' would otherwise read as one group"
+    )
+
+
+def _check_one_id(index: int, value) -> None:
+    if value is None:
+        raise TypeError(f"group_ids[{index}] is None; every rollout needs a group id (an int or a string)")
+    if isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"group_ids must be 1-D with one id per rollout; group_ids[{index}] is a {type(value).__name__}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, str)):
+        kind = f"the float {value!r}" if isinstance(value, (float, np.floating)) else f"a {type(value).__name__}"
+        raise TypeError(f"group_ids[{index}] is {kind}; group ids must be integers or strings")
+
+
+def _torch_group_ids(ids):
+    import torch
+
+    if ids.ndim != 1:
+        raise ValueError(f"group_ids must be 1-D with one id per rollout; got shape {tuple(ids.shape)}")
+    if ids.dtype == torch.bool:
+        raise TypeError(f"group_ids must hold integers (or strings), got a bool tensor; {_ID_HINTS['b']}")
+    if ids.is_floating_point() or ids.is_complex():
+        raise TypeError(
+            f"group_ids must hold integers (or strings), got a {ids.dtype} tensor; float ids are not grouped "
+            "by value (numpy refuses them too): convert integer-valued ones with ids.long()"
+        )
+    return ids
