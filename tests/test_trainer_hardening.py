@@ -1,0 +1,187 @@
+"""What a trainer step does matches what its log says: dropout, per-iteration stats, sampling, NaN gradients,
+log files and prompt inputs (tiny random Llama, CPU, fixed seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from multireward_grpo import GRPOConfig, GRPOTrainer  # noqa: E402
+from multireward_grpo.train import losses  # noqa: E402
+from multireward_grpo.train.rollout import normalize_prompt, render_prompts, sample_completions  # noqa: E402
+from tiny_lm import make_model, make_tokenizer  # noqa: E402
+
+PROMPTS = ["say yes", "one two", "the cat", "hello", "please help", "thank you", "a dog", "good answer"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+def e_reward(completion, prompt):
+    """Channel 0: share of 'e' among letters; channel 1: 1 when short."""
+    letters = [c for c in completion if c.isalpha()]
+    share = sum(c == "e" for c in letters) / len(letters) if letters else 0.0
+    return (share, 1.0 if len(completion) < 12 else 0.0)
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="tiny", weights=(1.0, 0.0), n_steps=2, batch_prompts=2, m=4, max_new_tokens=6,
+                temperature=1.0, lr=1e-2, kl_coef=0.0, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=0, sample_every=1, verbose=False,
+                micro_batch_size=3)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def _trainer(tmp_path, tokenizer, reward=e_reward, prompts=PROMPTS, model=None, eval_prompts=None, **kw):
+    return GRPOTrainer(_config(tmp_path, **kw), reward, prompts, model=model or make_model(tokenizer),
+                       tokenizer=tokenizer, eval_prompts=eval_prompts)
+
+
+def _lora_state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+
+
+class _LossSpy:
+    """Wraps ``losses.policy_loss`` and keeps, per call, the ratio, the mask, the loss value and the stats."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        self._real = losses.policy_loss
+        monkeypatch.setattr(losses, "policy_loss", self)
+
+    def __call__(self, logp, old_logp, advantages, mask, **kwargs):
+        loss, stats = self._real(logp, old_logp, advantages, mask, **kwargs)
+        self.calls.append({"ratio": torch.exp(logp - old_logp).detach(), "mask": mask.bool(),
+                           "loss": float(loss.detach()), "stats": dict(stats)})
+        return loss, stats
+
+
+def _with_attention_dropout(model, rate):
+    """Give the attention layers a functional dropout rate (Llama reads ``attention_dropout`` at run time)."""
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = rate
+    return model
+
+
+# --------------------------------------------------------------------------- C14: sampling from logits / T only
+
+
+POLLUTING = dict(
+    do_sample=True, temperature=0.3, top_p=0.5, top_k=3, min_p=0.3, typical_p=0.5, epsilon_cutoff=0.05,
+    eta_cutoff=0.05, min_new_tokens=8, repetition_penalty=3.0, no_repeat_ngram_size=1, bad_words_ids=[[10], [11]],
+    suppress_tokens=[12, 13], begin_suppress_tokens=[14], forced_bos_token_id=15, forced_eos_token_id=16,
+    sequence_bias=[[[17], 5.0]], exponential_decay_length_penalty=(2, 1.5), renormalize_logits=True, top_h=0.5,
+    max_length=7, stop_strings=["cat"],
+)
+
+
+def _polluted_model(tokenizer, folder):
+    """The tiny model saved with a generation_config that sets every sampling knob, and loaded back."""
+    from transformers import AutoModelForCausalLM
+
+    model = make_model(tokenizer)
+    for key, value in POLLUTING.items():
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(folder)
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    assert loaded.generation_config.min_new_tokens == 8 and loaded.generation_config.bad_words_ids == [[10], [11]]
+    return loaded
+
+
+def _favour_eos(model, eos, bias):
+    """Add ``bias`` to the EOS logit in every forward pass, so completions often end early."""
+
+    def hook(module, args, output):
+        output.logits[..., eos] += bias
+
+    return model.register_forward_hook(hook)
+
+
+def _reference_sample(model, prompt_ids, prompt_mask, *, temperature, max_new_tokens, eos, pad, seed):
+    """Plain ancestral sampling from softmax(logits / T), one batched multinomial draw per step."""
+    torch.manual_seed(seed)
+    ids, mask = prompt_ids, prompt_mask
+    unfinished = torch.ones(ids.shape[0], dtype=torch.long)
+    drawn = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+            token = torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1).squeeze(1)
+            token = token * unfinished + pad * (1 - unfinished)
+            drawn.append(token)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
+            unfinished = unfinished * (token != eos).long()
+            if not unfinished.any():
+                break
+    return torch.stack(drawn, dim=1)
+
+
+def test_samples_come_from_tempered_logits_whatever_the_model_generation_config(tmp_path, tokenizer):
+    model = _polluted_model(tokenizer, tmp_path / "polluted").eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    handle = _favour_eos(model, eos, 4.0)
+    texts = render_prompts(tokenizer, [normalize_prompt(p, i) for i, p in enumerate(PROMPTS[:3])])
+    rollouts = sample_completions(model, tokenizer, texts, m=4, max_new_tokens=10, temperature=0.7,
+                                  generator_seed=5, share_prompt=False)
+    reference = _reference_sample(model, rollouts.prompt_ids, rollouts.prompt_mask, temperature=0.7,
+                                  max_new_tokens=10, eos=eos, pad=pad, seed=5)
+    handle.remove()
+    width = reference.shape[1]
+    assert torch.equal(rollouts.completion_ids[:, :width], reference)
+    assert bool((rollouts.completion_ids[:, width:] == pad).all())
+    lengths = rollouts.completion_mask.sum(1)
+    # min_new_tokens=8 in the model's config would forbid EOS before the 8th token
+    assert int(lengths.min()) < 8 and not bool(rollouts.truncated.all())
+
+
+def test_only_temperature_and_top_p_shape_the_logits(tmp_path, tokenizer, monkeypatch):
+    from transformers.generation import utils as generation_utils
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    seen = []
+    real = generation_utils.GenerationMixin._get_logits_processor
+
+    def spy(self, *args, **kwargs):
+        processors = real(self, *args, **kwargs)
+        seen.append([type(p) for p in processors])
+        return processors
+
+    monkeypatch.setattr(generation_utils.GenerationMixin, "_get_logits_processor", spy)
+    model = _polluted_model(tokenizer, tmp_path / "polluted")
+    trainer = _trainer(tmp_path, tokenizer, model=model, eval_prompts=PROMPTS[:2], temperature=0.7, top_p=0.9,
+                       n_steps=1)
+    trainer.train_step()
+    trainer.evaluate(m=2)
+    assert len(seen) >= 2
+    assert all(kinds == [TemperatureLogitsWarper, TopPLogitsWarper] for kinds in seen), seen
+
+
+def test_trainer_evaluation_and_backend_ignore_the_model_generation_config(tmp_path, tokenizer):
+    from multireward_grpo.generation import HFBackend
+
+    def build(model):
+        return _trainer(tmp_path / str(id(model)), tokenizer, model=model, eval_prompts=PROMPTS[:3], n_steps=1)
+
+    clean, polluted = build(make_model(tokenizer)), build(_polluted_model(tokenizer, tmp_path / "polluted"))
+    assert clean.train_step()["mean_channel_0"] == polluted.train_step()["mean_channel_0"]
+    np.testing.assert_array_equal(clean.evaluate(m=3).per_prompt, polluted.evaluate(m=3).per_prompt)
+    backends = [HFBackend(model=model, tokenizer=tokenizer, reward_fn=e_reward, max_new_tokens=8, temperature=1.0,
+                          device="cpu", seed=3)
+                for model in (make_model(tokenizer), _polluted_model(tokenizer, tmp_path / "polluted2"))]
+    groups = [b.generate("the cat", "0", m=4, seed_idx=0)["completions"] for b in backends]
+    assert groups[0] == groups[1]
