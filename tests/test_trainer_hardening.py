@@ -76,6 +76,46 @@ def _with_attention_dropout(model, rate):
     return model
 
 
+# --------------------------------------------------------------------------- C12: dropout
+
+
+def _first_iteration_calls(calls, n_rows, micro_batch_size, num_iterations):
+    """The policy_loss calls of each step's first iteration (a step makes num_iterations x micro-batches calls)."""
+    per_iteration = math.ceil(n_rows / micro_batch_size)
+    per_step = per_iteration * num_iterations
+    assert len(calls) % per_step == 0
+    return [calls[s:s + per_iteration] for s in range(0, len(calls), per_step)]
+
+
+@pytest.mark.parametrize("attention_dropout", [0.0, 0.1])
+def test_first_iteration_ratio_is_exactly_one_with_lora_dropout_configured(tmp_path, tokenizer, monkeypatch,
+                                                                          attention_dropout):
+    spy = _LossSpy(monkeypatch)
+    model = _with_attention_dropout(make_model(tokenizer), attention_dropout)
+    trainer = _trainer(tmp_path, tokenizer, model=model, lora_dropout=0.05, num_iterations=2, n_steps=2)
+    trainer.train_step()
+    trainer.train_step()  # LoRA's B is 0 at the start: only from step 2 on does its dropout reach the output
+    for first in _first_iteration_calls(spy.calls, n_rows=2 * 4, micro_batch_size=3, num_iterations=2):
+        for call in first:
+            assert float((call["ratio"][call["mask"]] - 1.0).abs().max()) <= 1e-6
+        assert sum(call["stats"]["clipped_tokens"] for call in first) == 0.0
+    dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.p == 0.0 for m in dropouts)
+    assert all(m.attention_dropout == 0.0 for m in trainer.model.modules()
+               if isinstance(getattr(m, "attention_dropout", None), float))
+
+
+def test_disable_dropout_false_keeps_the_configured_dropout(tmp_path, tokenizer, monkeypatch):
+    spy = _LossSpy(monkeypatch)
+    trainer = _trainer(tmp_path, tokenizer, lora_dropout=0.3, num_iterations=2, n_steps=2, disable_dropout=False)
+    assert any(m.p == 0.3 for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout))
+    trainer.train_step()
+    trainer.train_step()
+    step_2 = _first_iteration_calls(spy.calls, n_rows=2 * 4, micro_batch_size=3, num_iterations=2)[1]
+    # train-mode dropout in the loss pass against eval-mode old log-probs: the on-policy ratio leaves 1
+    assert max(float((c["ratio"][c["mask"]] - 1.0).abs().max()) for c in step_2) > 1e-3
+
+
 # --------------------------------------------------------------------------- C14: sampling from logits / T only
 
 

@@ -13,8 +13,10 @@ Deliberate choices, named here so they are not mistaken for accidents:
   ``kl_coef = 0`` keeps none and skips the reference pass.
 * With ``num_iterations = 1`` the sampling log-probs are the policy's own,
   detached: the ratio is 1 and no extra forward pass is spent on them.
-* Old and reference log-probs are computed in eval mode (no dropout); the
-  loss pass runs in train mode.
+* Dropout is off in the policy by default (``disable_dropout``, as in TRL):
+  the old and reference log-probs are taken in eval mode and the loss pass
+  in train mode, and with dropout left on those are different functions, so
+  the first, on-policy ratio would leave 1 and the clip would fire on noise.
 * Every step reseeds torch from ``(seed, step)``, so a run interrupted and
   resumed from a checkpoint samples exactly what the uninterrupted run did.
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
@@ -204,6 +206,32 @@ def _add_lora(model, cfg: GRPOConfig):
                          "set lora_target_modules") from None
 
 
+_DROPOUT_MODULES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
+
+
+def disable_dropout(model) -> int:
+    """Set every dropout rate of ``model`` to 0, in place; returns how many rates were changed.
+
+    Covers ``torch.nn`` dropout modules (LoRA's ``lora_dropout`` among them)
+    and the float ``attention_dropout`` rate that transformers attention
+    layers (Llama, Qwen2, Mistral, ...) hand to their attention kernel in
+    train mode, which no module-level switch reaches.
+    """
+    import torch
+
+    kinds = tuple(getattr(torch.nn, name) for name in _DROPOUT_MODULES if hasattr(torch.nn, name))
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, kinds) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate != 0:
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
+
+
 def _frozen_reference(model):
     import copy
 
@@ -279,6 +307,8 @@ class GRPOTrainer:
             enable_checkpointing(self.model)
         if config.use_lora:
             self.model = _add_lora(self.model, config)
+        if config.disable_dropout:
+            disable_dropout(self.model)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
         self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
         self.sampler = PromptSampler(len(self.prompts), config.seed)
