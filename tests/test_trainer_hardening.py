@@ -116,6 +116,47 @@ def test_disable_dropout_false_keeps_the_configured_dropout(tmp_path, tokenizer,
     assert max(float((c["ratio"][c["mask"]] - 1.0).abs().max()) for c in step_2) > 1e-3
 
 
+# --------------------------------------------------------------------------- C13: every iteration is logged
+
+
+def test_update_stats_are_the_mean_over_iterations_and_the_last(tmp_path, tokenizer, monkeypatch):
+    spy = _LossSpy(monkeypatch)
+    norms = []
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip_spy(params, max_norm, *args, **kwargs):
+        norm = real_clip(params, max_norm, *args, **kwargs)
+        norms.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_spy)
+    trainer = _trainer(tmp_path, tokenizer, num_iterations=3, n_steps=1, lr=5e-2, kl_coef=0.1, ppo_clip=0.05)
+    record = trainer.train_step()
+    assert len(norms) == 3 and len(spy.calls) % 3 == 0
+    size = len(spy.calls) // 3
+    per = [spy.calls[i * size:(i + 1) * size] for i in range(3)]
+    expected = {
+        "loss": [sum(c["loss"] for c in it) for it in per],
+        "pg_loss": [sum(c["stats"]["pg"] for c in it) for it in per],
+        "kl": [sum(c["stats"]["kl"] for c in it) for it in per],
+        "clip_frac": [sum(c["stats"]["clipped_tokens"] for c in it) / sum(c["stats"]["tokens"] for c in it)
+                      for it in per],
+        "grad_norm": norms,
+    }
+    assert expected["clip_frac"][0] == 0.0 and expected["clip_frac"][-1] > 0.0  # later iterations do clip
+    for key, values in expected.items():
+        assert record[key] == pytest.approx(np.mean(values), rel=1e-9, abs=1e-12), key
+        assert record[f"{key}_last"] == pytest.approx(values[-1], rel=1e-9, abs=1e-12), key
+
+
+def test_logging_docstring_lists_the_per_iteration_keys():
+    from multireward_grpo.train import logging as train_logging
+
+    for key in ("clip_frac_last", "loss_last", "pg_loss_last", "kl_last", "grad_norm_last", "update_skipped",
+                "skipped_updates"):
+        assert f"``{key}``" in train_logging.__doc__, key
+
+
 # --------------------------------------------------------------------------- C14: sampling from logits / T only
 
 
@@ -225,3 +266,42 @@ def test_trainer_evaluation_and_backend_ignore_the_model_generation_config(tmp_p
                 for model in (make_model(tokenizer), _polluted_model(tokenizer, tmp_path / "polluted2"))]
     groups = [b.generate("the cat", "0", m=4, seed_idx=0)["completions"] for b in backends]
     assert groups[0] == groups[1]
+
+
+# --------------------------------------------------------------------------- C15: non-finite gradients
+
+
+def test_non_finite_gradient_skips_the_update_and_counts_it(tmp_path, tokenizer, monkeypatch):
+    trainer = _trainer(tmp_path, tokenizer, n_steps=3)
+    real = losses.policy_loss
+
+    def nan_on_step_1(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return (loss * float("nan") if trainer.step == 1 else loss), stats
+
+    monkeypatch.setattr(losses, "policy_loss", nan_on_step_1)
+    before = _lora_state(trainer)
+    with pytest.warns(RuntimeWarning, match=r"step 1\b.*non-finite gradient norm.*skipped"):
+        first = trainer.train_step()
+    assert all(torch.equal(v, before[k]) for k, v in _lora_state(trainer).items())
+    assert all(p.grad is None or not p.grad.any() for p in trainer.model.parameters())
+    assert trainer.optimizer.state == {} or all(not s for s in trainer.optimizer.state.values())
+    assert first["update_skipped"] == 1 and first["skipped_updates"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        second = trainer.train_step()
+    assert second["update_skipped"] == 0 and second["skipped_updates"] == 1
+    after = _lora_state(trainer)
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(v, before[k]) for k, v in after.items())
+
+
+def test_skipped_update_count_is_in_the_history_file(tmp_path, tokenizer, monkeypatch):
+    trainer = _trainer(tmp_path, tokenizer, n_steps=2)
+    real = losses.policy_loss
+    monkeypatch.setattr(losses, "policy_loss",
+                        lambda *a, **k: (lambda out: (out[0] * float("nan"), out[1]))(real(*a, **k)))
+    with pytest.warns(RuntimeWarning, match="non-finite gradient norm"):
+        trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [(r["update_skipped"], r["skipped_updates"]) for r in lines] == [(1, 1), (1, 2)]

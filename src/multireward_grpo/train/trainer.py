@@ -21,8 +21,15 @@ Deliberate choices, named here so they are not mistaken for accidents:
   resumed from a checkpoint samples exactly what the uninterrupted run did.
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
 * Rollouts use plain temperature / top-p sampling and the log-probs are those
-  of the tempered distribution (as TRL does), see
+  of the tempered distribution (as TRL does); the model's own
+  ``generation_config`` does not shape them, see
   :mod:`multireward_grpo.train.rollout`.
+* An update whose gradient norm is NaN or inf is skipped with a warning: the
+  weights and the optimizer state stay as they were, the gradients are
+  zeroed, the learning-rate schedule advances, and the history counts it
+  (``update_skipped``, ``skipped_updates``).
+* The log records every one of the ``num_iterations`` updates: their mean
+  and the last (see :mod:`multireward_grpo.train.logging`).
 """
 
 from __future__ import annotations
@@ -481,6 +488,7 @@ class GRPOTrainer:
                 "share_prompt": self.config.share_prompt_cache}
 
     def _update(self, rollouts, advantages) -> dict:
+        """``num_iterations`` updates on one batch: ``{"iterations": [stats of each], "train_seconds": ...}``."""
         import torch
 
         from multireward_grpo.train.losses import LossDenominators
@@ -493,22 +501,39 @@ class GRPOTrainer:
             with torch.no_grad():
                 old = token_logprobs(self.model, rollouts, **self._logprob_kw())
         denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
-        first = None
         train_started = time.perf_counter()
-        for _ in range(self.config.num_iterations):
-            stats = self._one_update(rollouts, advantages, old, ref, denominators)
-            first = first or stats
-        first["train_seconds"] = time.perf_counter() - train_started
-        return first
+        iterations = [self._one_update(rollouts, advantages, old, ref, denominators, iteration)
+                      for iteration in range(self.config.num_iterations)]
+        return {"iterations": iterations, "train_seconds": time.perf_counter() - train_started}
 
-    def _one_update(self, rollouts, advantages, old, ref, denominators) -> dict:
+    def _one_update(self, rollouts, advantages, old, ref, denominators, iteration: int = 0) -> dict:
+        """Accumulate the batch's gradient and take one optimizer step (skipped on a non-finite gradient norm)."""
         import torch
-
-        from multireward_grpo.train.losses import policy_loss
-        from multireward_grpo.train.rollout import micro_logprobs
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        totals = self._accumulate_gradients(rollouts, advantages, old, ref, denominators)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        self._interrupts.hold()  # from the first weight update on, the step must finish
+        totals["grad_norm"] = float(norm)
+        totals["skipped"] = not math.isfinite(totals["grad_norm"])
+        if totals["skipped"]:
+            self._skip_update(totals["grad_norm"], iteration)
+        else:
+            self.optimizer.step()
+        with warnings.catch_warnings():
+            # The schedule advances on a skipped update too, so the learning rate stays a function of the update
+            # count; torch's warning about a scheduler step before any optimizer step would only blur ours.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+        return totals
+
+    def _accumulate_gradients(self, rollouts, advantages, old, ref, denominators) -> dict:
+        """Backward of the loss over micro-batches; returns the loss sums of this pass."""
+        from multireward_grpo.train import losses
+        from multireward_grpo.train.rollout import micro_logprobs
+
         totals = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped_tokens": 0.0, "tokens": 0.0}
         size = self.config.micro_batch_size
         for start in range(0, len(rollouts), size):
@@ -516,7 +541,7 @@ class GRPOTrainer:
             logp = micro_logprobs(self.model, rollouts.rows(part), self.config.temperature,
                                   share_prompt=self.config.share_prompt_cache)
             old_part = logp.detach() if old is None else old[part]
-            loss, stats = policy_loss(
+            loss, stats = losses.policy_loss(
                 logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
                 denominators=denominators, loss_type=self.config.loss_type,
                 ref_logp=None if ref is None else ref[part], kl_coef=self.config.kl_coef,
@@ -525,13 +550,18 @@ class GRPOTrainer:
             totals["loss"] += float(loss.detach())
             for key in ("pg", "kl", "clipped_tokens", "tokens"):
                 totals[key] += stats[key]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
-        self._interrupts.hold()  # from the first weight update on, the step must finish
-        self.optimizer.step()
-        self.scheduler.step()
-        totals["grad_norm"] = float(norm)
         return totals
+
+    def _skip_update(self, grad_norm: float, iteration: int) -> None:
+        """A NaN/inf gradient would write NaN weights: drop it, keep the weights, and say so."""
+        self.optimizer.zero_grad(set_to_none=True)
+        warnings.warn(
+            f"step {self.step}: non-finite gradient norm ({grad_norm}) in update {iteration + 1} of "
+            f"{self.config.num_iterations}; skipped that optimizer update and zeroed the gradients (the weights "
+            "are unchanged; the history counts it in skipped_updates). Check the reward function for inf values, "
+            "lower lr, or use dtype bfloat16/float32 if float16 overflows",
+            RuntimeWarning, stacklevel=2,
+        )
 
     def _record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
         from multireward_grpo.train.logging import step_record
