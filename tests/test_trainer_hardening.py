@@ -305,3 +305,38 @@ def test_skipped_update_count_is_in_the_history_file(tmp_path, tokenizer, monkey
         trainer.train()
     lines = [json.loads(x) for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [(r["update_skipped"], r["skipped_updates"]) for r in lines] == [(1, 1), (1, 2)]
+
+
+# --------------------------------------------------------------------------- A3: no writes through links
+
+
+def _outside(tmp_path, name):
+    target = tmp_path / "outside" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"precious\x00bytes\n")
+    return target
+
+
+def test_history_symlink_is_replaced_not_written_through(tmp_path, tokenizer):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = _outside(tmp_path, "history.jsonl")
+    os.symlink(target, run / "history.jsonl")
+    trainer = _trainer(tmp_path, tokenizer, n_steps=2)
+    trainer.train()
+    assert target.read_bytes() == b"precious\x00bytes\n"
+    assert not (run / "history.jsonl").is_symlink()
+    assert [json.loads(x)["step"] for x in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["samples.jsonl", "eval.jsonl"])
+def test_appended_logs_refuse_a_symlink_before_training(tmp_path, tokenizer, name):
+    run = tmp_path / "run"
+    run.mkdir()
+    target = _outside(tmp_path, name)
+    os.symlink(target, run / name)
+    trainer = _trainer(tmp_path, tokenizer, n_steps=2, eval_every=1, eval_m=2, eval_prompts=PROMPTS[:2])
+    with pytest.raises(ValueError, match=f"{name}.*symbolic link"):
+        trainer.train()
+    assert trainer.step == 0  # refused before any step was spent
+    assert target.read_bytes() == b"precious\x00bytes\n"

@@ -27,6 +27,13 @@ i.e. gives no signal); ``adv_mean``, ``adv_std``, ``adv_abs_max``;
 
 TensorBoard and W&B get every numeric key of a record, plus ``eval/...``
 scalars (see :func:`eval_scalars`) at each evaluation.
+
+Files in ``out_dir``: ``history.jsonl`` is rewritten atomically when a run
+starts (from the records it resumes with) and appended to after each step;
+``samples.jsonl`` and ``eval.jsonl`` are appended to. None is ever written
+through a symbolic link: the rewrite replaces a link at ``history.jsonl``
+with a plain file, and a link at a file that is appended to is refused
+before the first step (see :mod:`multireward_grpo._fileio`).
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from multireward_grpo._fileio import atomic_write, open_append, refuse_symlink
 
 __all__ = ["StepLogger", "eval_scalars", "step_record", "update_scalars"]
 
@@ -127,11 +136,18 @@ class StepLogger:
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.samples_path = self.out_dir / "samples.jsonl"
+        self.eval_path = self.out_dir / "eval.jsonl"
+        # Refused now rather than at the first sample or evaluation, minutes of compute later.
+        if config.sample_every:
+            refuse_symlink(self.samples_path, "samples log")
+        if config.eval_every:
+            refuse_symlink(self.eval_path, "evaluation log")
         # The file restarts from the records the run resumes with (a checkpoint's history, or none): lines
         # written after that checkpoint, or lost to a crash before it, are neither duplicated nor missing.
-        (self.out_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        self.history = open(self.out_dir / "history.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run
-        self.samples_path = self.out_dir / "samples.jsonl"
+        history_path = self.out_dir / "history.jsonl"
+        atomic_write(history_path, "".join(json.dumps(r) + "\n" for r in records))
+        self.history = open_append(history_path)
         self.recent_rewards = collections.deque((r["mean_reward"] for r in records), maxlen=RECENT_STEPS)
         self.bar = self._progress(start)
         self.tb = self._tensorboard() if "tensorboard" in config.report_to else None
@@ -171,7 +187,7 @@ class StepLogger:
         self.history.flush()
         every = self.config.sample_every
         if every and clean["step"] % every == 0 and samples:
-            with open(self.samples_path, "a", encoding="utf-8") as fh:
+            with open_append(self.samples_path) as fh:
                 for prompt, completion in samples:
                     fh.write(json.dumps({"step": clean["step"], "prompt": prompt, "completion": completion}) + "\n")
         self._emit(clean)
@@ -192,7 +208,7 @@ class StepLogger:
 
     def log_eval(self, step: int, result) -> None:
         record = {"step": step, "eval": result.to_dict()}
-        with open(self.out_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
+        with open_append(self.eval_path) as fh:
             fh.write(json.dumps(record) + "\n")
         self._send(eval_scalars(result), step)
 
