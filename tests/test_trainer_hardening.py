@@ -340,3 +340,36 @@ def test_appended_logs_refuse_a_symlink_before_training(tmp_path, tokenizer, nam
         trainer.train()
     assert trainer.step == 0  # refused before any step was spent
     assert target.read_bytes() == b"precious\x00bytes\n"
+
+
+# --------------------------------------------------------------------------- B11: prompts
+
+
+def test_a_bare_string_as_prompts_is_refused(tmp_path, tokenizer):
+    with pytest.raises(TypeError, match=r"prompts must be a list of prompts, got a str; wrap it: \[prompt\]"):
+        _trainer(tmp_path, tokenizer, prompts="say yes")
+    with pytest.raises(TypeError, match=r"eval_prompts must be a list of prompts, got a str"):
+        _trainer(tmp_path, tokenizer, eval_prompts="say yes")
+    trainer = _trainer(tmp_path, tokenizer)
+    with pytest.raises(TypeError, match=r"prompts must be a list of prompts, got a str"):
+        trainer.evaluate("say yes")
+
+
+def test_empty_and_malformed_prompt_lists_are_refused(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="prompts is empty"):
+        _trainer(tmp_path, tokenizer, prompts=[])
+    with pytest.raises(TypeError, match="prompts must be a list of prompts, got a dict"):
+        _trainer(tmp_path, tokenizer, prompts={"prompt": "hi"})
+    with pytest.raises(TypeError, match="prompts must be a list of prompts, got a bytes"):
+        _trainer(tmp_path, tokenizer, prompts=b"hi")
+    for bad, kind in ((None, "NoneType"), (3.5, "float"), (b"hi", "bytes")):
+        with pytest.raises(TypeError, match=f"prompt 1 must be a string.*got {kind}"):
+            _trainer(tmp_path, tokenizer, prompts=["ok", bad])
+    # one conversation passed where a list of prompts belongs
+    with pytest.raises(ValueError, match=r"prompt 0 .*looks like a chat message.*\[messages\]"):
+        _trainer(tmp_path, tokenizer, prompts=[{"role": "user", "content": "hi"}])
+
+
+def test_any_iterable_of_prompts_is_read_in_order(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, prompts=(p for p in PROMPTS[:3]))
+    assert [p.original for p in trainer.prompts] == PROMPTS[:3]

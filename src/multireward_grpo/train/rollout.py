@@ -64,7 +64,12 @@ def normalize_prompt(item: Any, index: int, system_prompt: str | None = None) ->
     if isinstance(item, dict):
         key = next((k for k in ("messages", "prompt", "text", "question") if k in item), None)
         if key is None:
-            raise ValueError(f"prompt {index} is a dict without 'messages', 'prompt', 'text' or 'question': keys {sorted(item)}")
+            hint = ""
+            if {"role", "content"} <= set(item):
+                hint = ("; it looks like a chat message: pass a conversation as one prompt, a list of its messages, "
+                        "inside the list of prompts: [messages]")
+            raise ValueError(f"prompt {index} is a dict without 'messages', 'prompt', 'text' or 'question': "
+                             f"keys {sorted(item)}{hint}")
         content = item[key]
     if isinstance(content, str):
         messages = [{"role": "user", "content": content}]

@@ -297,17 +297,15 @@ class GRPOTrainer:
                  eval_prompts: Sequence[Any] | None = None, model=None, tokenizer=None):
         _require_llm()
         from multireward_grpo.rewards import as_reward_function
-        from multireward_grpo.train.rollout import normalize_prompt
 
         if not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
-        if len(prompts) == 0:
-            raise ValueError("prompts is empty: pass at least one prompt")
         self.config = config
         self.rules = config.parsed_conditioning()
         self.reward = as_reward_function(reward_fn, n_channels=len(config.weights))
-        self.prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(prompts)]
-        self.eval_prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(eval_prompts or [])]
+        self.prompts = prompt_items(prompts, config.system_prompt)
+        self.eval_prompts = prompt_items([] if eval_prompts is None else eval_prompts, config.system_prompt,
+                                         name="eval_prompts", allow_empty=True)
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
@@ -430,8 +428,8 @@ class GRPOTrainer:
         """
         from multireward_grpo.train.evaluation import evaluate_model
 
-        items = self.eval_prompts if prompts is None else [
-            _normalized(p, i, self.config.system_prompt) for i, p in enumerate(prompts)]
+        items = self.eval_prompts if prompts is None else prompt_items(prompts, self.config.system_prompt,
+                                                                        allow_empty=True)
         if not items:
             raise ValueError("no eval prompts: pass prompts=... or eval_prompts= to the trainer")
         cfg = self.config
@@ -576,10 +574,38 @@ class GRPOTrainer:
             save_checkpoint(self)
 
 
-def _normalized(item, index, system_prompt):
+def prompt_items(prompts, system_prompt: str | None = None, *, name: str = "prompts", allow_empty: bool = False):
+    """Read a list of prompts as :class:`~multireward_grpo.train.rollout.PromptItem` s.
+
+    Parameters
+    ----------
+    prompts : iterable
+        Strings, chat-message lists, dicts (see ``normalize_prompt``) or
+        PromptItems. A bare string, bytes or dict is refused: iterating it
+        would train on one prompt per character (or key).
+    system_prompt : str, optional
+    name : str
+        What the argument is called in error messages.
+    allow_empty : bool
+        Accept an empty list (the default refuses it).
+
+    Returns
+    -------
+    list of PromptItem
+    """
+    from collections.abc import Iterable, Mapping
+
     from multireward_grpo.train.rollout import PromptItem, normalize_prompt
 
-    return item if isinstance(item, PromptItem) else normalize_prompt(item, index, system_prompt)
+    if isinstance(prompts, (str, bytes, Mapping)) or not isinstance(prompts, Iterable):
+        kind = type(prompts).__name__
+        hint = "; wrap it: [prompt]" if isinstance(prompts, (str, bytes, Mapping)) else ""
+        raise TypeError(f"{name} must be a list of prompts, got {'an' if kind[0] in 'aeiou' else 'a'} {kind}{hint}")
+    items = list(prompts)
+    if not items and not allow_empty:
+        raise ValueError(f"{name} is empty: pass at least one prompt")
+    return [item if isinstance(item, PromptItem) else normalize_prompt(item, index, system_prompt)
+            for index, item in enumerate(items)]
 
 
 def train_grpo(config: GRPOConfig, reward_fn, prompts, **kwargs) -> list[dict]:
