@@ -5,6 +5,15 @@ of one prompt in one batched call and scores them with a reward function,
 so Theorem 3 can be checked on real generations. The random stream of a
 group depends only on ``(seed, prompt, seed_idx)`` (a stable hash, the same
 in every process), so a corpus run is reproducible and resumable on CPU.
+
+Sampling settings are the backend's own (``temperature``, ``top_p``,
+``max_new_tokens``: the ones :meth:`HFBackend.describe` records in a corpus
+header) and nothing else: the model's ``generation_config`` (``top_k``,
+``min_p``, repetition penalties, ``min_new_tokens``, suppressed tokens, ...)
+is deliberately ignored, apart from its EOS ids, so a corpus is reproducible
+from its header and its rewards are those of plain ``softmax(logits / T)``
+sampling with top-p, the distribution the theory harness and the trainer
+assume.
 ``QwenBackend`` keeps the 0.1 name and defaults.
 """
 
@@ -25,6 +34,8 @@ class HFBackend:
     device, dtype : str
         ``"auto"`` picks cuda/bfloat16 when available, else cpu/float32.
     max_new_tokens, temperature, top_p : sampling settings.
+        The only ones: the model's own ``generation_config`` does not shape
+        the samples (see the module docstring).
     reward_fn : callable or RewardFunction, optional
         ``(completion, prompt_item) -> R scores``; defaults to
         :class:`~multireward_grpo.rewards.MathRewardFunction` (correctness,

@@ -92,6 +92,13 @@ class GRPOConfig:
     sample_every: int = _opt(10, "write sample completions to samples.jsonl every N steps (0: never)")
     report_to: tuple = _opt(("jsonl",), "loggers: jsonl (always on), tensorboard, wandb (when installed)")
     verbose: bool = _opt(True, "progress bar and a log line per step")
+    # ---- policy during RL
+    disable_dropout: bool = _opt(True, "set every dropout rate of the policy to 0 (torch.nn.Dropout modules, LoRA's "
+                                       "dropout included, and attention dropout rates), as TRL's GRPOConfig."
+                                       "disable_dropout does: the loss pass then computes the same distribution that "
+                                       "gave the old log-probs, so the first of num_iterations ratios is exactly 1 "
+                                       "and the clip sees only policy change; lora_dropout has no effect while this "
+                                       "is on")
 
     def __post_init__(self):
         self._coerce()

@@ -2,20 +2,38 @@
 
 Record keys (all floats unless noted):
 
-``step`` (int), ``loss``, ``pg_loss``, ``kl`` (mean k3 per token),
-``grad_norm`` (before clipping), ``lr``;
+``step`` (int), ``lr`` (after the step's updates);
+
+the update, each a mean over the step's ``num_iterations`` updates, with the
+last update's value under the same name plus ``_last`` (the first update is
+on-policy, so its ratio is 1 and it never clips; later ones do, and only the
+mean and the last show that): ``loss`` / ``loss_last``, ``pg_loss`` /
+``pg_loss_last``, ``kl`` / ``kl_last`` (mean k3 per token), ``grad_norm`` /
+``grad_norm_last`` (before clipping; NaN or inf when an update was skipped),
+``clip_frac`` / ``clip_frac_last`` (tokens whose ratio left the clip band on
+the side that bites); ``update_skipped`` (int, 1 when any update of this
+step was skipped for a non-finite gradient norm, its weights left as they
+were), ``skipped_updates`` (int, such skipped updates since the run began);
+
+the rollouts:
 ``mean_reward`` = mean of ``w.r / sum(w)`` (a weighted average in channel
 units), ``mean_aggregate_reward`` = mean of ``w.r``,
 ``mean_channel_{c}`` / ``std_channel_{c}`` per channel index ``c`` and
 ``zero_var_frac_{c}`` (fraction of groups where channel ``c`` is constant,
 i.e. gives no signal); ``adv_mean``, ``adv_std``, ``adv_abs_max``;
-``clip_frac`` (tokens whose ratio left the clip band on the side that
-bites); ``completion_len_mean``, ``completion_len_max``, ``truncated_frac``
+``completion_len_mean``, ``completion_len_max``, ``truncated_frac``
 (completions cut at max_new_tokens); ``gen_tokens_per_s``,
 ``train_tokens_per_s``, ``gen_seconds``, ``step_seconds``.
 
 TensorBoard and W&B get every numeric key of a record, plus ``eval/...``
 scalars (see :func:`eval_scalars`) at each evaluation.
+
+Files in ``out_dir``: ``history.jsonl`` is rewritten atomically when a run
+starts (from the records it resumes with) and appended to after each step;
+``samples.jsonl`` and ``eval.jsonl`` are appended to. None is ever written
+through a symbolic link: the rewrite replaces a link at ``history.jsonl``
+with a plain file, and a link at a file that is appended to is refused
+before the first step (see :mod:`multireward_grpo._fileio`).
 """
 
 from __future__ import annotations
@@ -28,29 +46,60 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["StepLogger", "eval_scalars", "step_record"]
+from multireward_grpo._fileio import atomic_write, open_append, refuse_symlink
+
+__all__ = ["StepLogger", "eval_scalars", "step_record", "update_scalars"]
 
 RECENT_STEPS = 10  # steps in the trailing mean reward shown next to each step's own
 
 
+def update_scalars(iterations, skipped_before: int = 0) -> dict:
+    """The update keys of a step record from the stats of each of its updates.
+
+    Parameters
+    ----------
+    iterations : list of dict
+        One per update (``num_iterations``), with the sums ``loss``, ``pg``,
+        ``kl``, ``clipped_tokens``, ``tokens`` and ``grad_norm``, ``skipped``.
+    skipped_before : int
+        Updates skipped in earlier steps of the run.
+    """
+    per_key = {
+        "loss": [it["loss"] for it in iterations],
+        "pg_loss": [it["pg"] for it in iterations],
+        "kl": [it["kl"] for it in iterations],
+        "grad_norm": [it["grad_norm"] for it in iterations],
+        "clip_frac": [it["clipped_tokens"] / max(it["tokens"], 1.0) for it in iterations],
+    }
+    scalars = {}
+    for key, values in per_key.items():
+        scalars[key] = float(np.mean(values))
+        scalars[f"{key}_last"] = float(values[-1])
+    skipped = sum(bool(it["skipped"]) for it in iterations)
+    scalars["update_skipped"] = int(skipped > 0)
+    scalars["skipped_updates"] = int(skipped_before + skipped)
+    return scalars
+
+
 def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
-    """The log record of one step (see the module docstring for the keys)."""
+    """The log record of one step (see the module docstring for the keys).
+
+    ``update`` is the trainer's ``{"iterations": [stats of each update], "train_seconds": float}``.
+    """
     cfg = trainer.config
     w = np.asarray(cfg.weights)
     aggregate = rewards @ w  # (N,)
     grouped = rewards.reshape(cfg.batch_prompts, cfg.m, -1)
     lengths = rollouts.completion_mask.sum(dim=1).float()
     adv = advantages.float()
-    record = {
-        "step": trainer.step,
-        "loss": update["loss"],
-        "pg_loss": update["pg"],
-        "kl": update["kl"],
-        "grad_norm": update["grad_norm"],
+    # The history is the run's record (restored on resume), so the running count continues from it.
+    skipped_before = trainer.history[-1].get("skipped_updates", 0) if trainer.history else 0
+    record = {"step": trainer.step, **update_scalars(update["iterations"], skipped_before)}
+    record.update({
         "lr": trainer.scheduler.get_last_lr()[0],
         "mean_reward": float(np.nanmean(aggregate) / w.sum()),
         "mean_aggregate_reward": float(np.nanmean(aggregate)),
-    }
+    })
     for c in range(rewards.shape[1]):
         record[f"mean_channel_{c}"] = float(np.nanmean(rewards[:, c]))
         record[f"std_channel_{c}"] = float(np.nanstd(rewards[:, c]))
@@ -60,7 +109,6 @@ def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, ste
         "adv_mean": float(adv.mean()),
         "adv_std": float(adv.std(unbiased=False)),
         "adv_abs_max": float(adv.abs().max()),
-        "clip_frac": update["clipped_tokens"] / max(update["tokens"], 1.0),
         "completion_len_mean": float(lengths.mean()),
         "completion_len_max": float(lengths.max()),
         "truncated_frac": float(rollouts.truncated.float().mean()),
@@ -88,11 +136,18 @@ class StepLogger:
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.samples_path = self.out_dir / "samples.jsonl"
+        self.eval_path = self.out_dir / "eval.jsonl"
+        # Refused now rather than at the first sample or evaluation, minutes of compute later.
+        if config.sample_every:
+            refuse_symlink(self.samples_path, "samples log")
+        if config.eval_every:
+            refuse_symlink(self.eval_path, "evaluation log")
         # The file restarts from the records the run resumes with (a checkpoint's history, or none): lines
         # written after that checkpoint, or lost to a crash before it, are neither duplicated nor missing.
-        (self.out_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        self.history = open(self.out_dir / "history.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - open for the run
-        self.samples_path = self.out_dir / "samples.jsonl"
+        history_path = self.out_dir / "history.jsonl"
+        atomic_write(history_path, "".join(json.dumps(r) + "\n" for r in records))
+        self.history = open_append(history_path)
         self.recent_rewards = collections.deque((r["mean_reward"] for r in records), maxlen=RECENT_STEPS)
         self.bar = self._progress(start)
         self.tb = self._tensorboard() if "tensorboard" in config.report_to else None
@@ -132,7 +187,7 @@ class StepLogger:
         self.history.flush()
         every = self.config.sample_every
         if every and clean["step"] % every == 0 and samples:
-            with open(self.samples_path, "a", encoding="utf-8") as fh:
+            with open_append(self.samples_path) as fh:
                 for prompt, completion in samples:
                     fh.write(json.dumps({"step": clean["step"], "prompt": prompt, "completion": completion}) + "\n")
         self._emit(clean)
@@ -153,7 +208,7 @@ class StepLogger:
 
     def log_eval(self, step: int, result) -> None:
         record = {"step": step, "eval": result.to_dict()}
-        with open(self.out_dir / "eval.jsonl", "a", encoding="utf-8") as fh:
+        with open_append(self.eval_path) as fh:
             fh.write(json.dumps(record) + "\n")
         self._send(eval_scalars(result), step)
 

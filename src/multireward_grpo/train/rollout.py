@@ -11,22 +11,27 @@ Shared by the trainer and the real-model rollout backend. Conventions:
 * A completion ends at its first EOS, which is kept in the mask (the model
   must learn to stop); tokens after it are masked out. A completion without
   EOS was cut at ``max_new_tokens`` and is flagged ``truncated``.
-* Sampling is plain temperature (and top-p) sampling: the model's own
-  generation-config processors (top-k, repetition penalty) are switched off,
-  and log-probs are taken of the same tempered distribution
-  (``logits / temperature``), so the trained log-probs are those of the
-  distribution that produced the samples.
+* Sampling is plain temperature (and top-p) sampling from
+  ``softmax(logits / temperature)``, built from the caller's settings only
+  (:func:`sampling_config`): nothing of the model's own ``generation_config``
+  (``top_k``, ``min_p``, ``typical_p``, ``min_new_tokens``, repetition
+  penalties, bad or suppressed tokens, forced tokens, stop strings, ...)
+  shapes a rollout. Only its EOS ids are kept, to end completions. The
+  log-probs are taken of the same tempered distribution, so the trained
+  log-probs are those of the distribution that produced the samples.
 * Prompt sharing: the ``m`` rows of a group share one prompt, so by default
   the prompt (all but its last token) runs once per group and its KV cache
   is indexed out to the group's rows, in generation and in the log-prob
   passes (gradients flow back through the shared cache). Forward values and
-  gradients match the full-sequence pass up to float rounding; only LoRA
-  dropout differs, drawing one mask for the shared prompt instead of one
-  per row. ``share_prompt=False`` runs every row in full.
+  gradients match the full-sequence pass up to float rounding; only dropout,
+  when left on (the trainer turns it off by default), differs, drawing one
+  mask for the shared prompt instead of one per row. ``share_prompt=False``
+  runs every row in full.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
@@ -35,7 +40,7 @@ from typing import Any, Sequence
 import torch
 
 __all__ = ["PromptItem", "Rollouts", "normalize_prompt", "prompt_groups", "render_prompts", "sample_completions",
-           "token_logprobs"]
+           "sampling_config", "token_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,12 @@ def normalize_prompt(item: Any, index: int, system_prompt: str | None = None) ->
     if isinstance(item, dict):
         key = next((k for k in ("messages", "prompt", "text", "question") if k in item), None)
         if key is None:
-            raise ValueError(f"prompt {index} is a dict without 'messages', 'prompt', 'text' or 'question': keys {sorted(item)}")
+            hint = ""
+            if {"role", "content"} <= set(item):
+                hint = ("; it looks like a chat message: pass a conversation as one prompt, a list of its messages, "
+                        "inside the list of prompts: [messages]")
+            raise ValueError(f"prompt {index} is a dict without 'messages', 'prompt', 'text' or 'question': "
+                             f"keys {sorted(item)}{hint}")
         content = item[key]
     if isinstance(content, str):
         messages = [{"role": "user", "content": content}]
@@ -211,6 +221,53 @@ def _shared_prompt(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, e
     return {_cache_keyword(model): prompt_cache(model, prompt_ids, prompt_mask, groups)}
 
 
+def sampling_config(*, temperature: float, top_p: float, max_new_tokens: int, pad_token_id: int,
+                    eos_token_id: Sequence[int]):
+    """The complete generation settings of a rollout: sampling from ``softmax(logits / temperature)``, with top-p.
+
+    Parameters
+    ----------
+    temperature, top_p : float
+        The only logits processors; ``top_k`` is 0 (off) so that the
+        transformers default of 50 does not apply.
+    max_new_tokens : int
+    pad_token_id : int
+    eos_token_id : sequence of int
+        Every id that ends a completion.
+
+    Returns
+    -------
+    transformers.GenerationConfig
+    """
+    from transformers import GenerationConfig
+
+    return GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=list(eos_token_id))
+
+
+@contextlib.contextmanager
+def _only_generation_config(model, config):
+    """Let ``config`` stand in for the model's own generation_config while ``generate`` runs.
+
+    ``generate(generation_config=...)`` still fills every setting left unset
+    (``None``: ``min_p``, ``bad_words_ids``, ``suppress_tokens``, ...) from the
+    model's generation_config, so passing ours is not enough: the model's is
+    swapped out meanwhile (on the transformers model under a peft wrapper, and
+    on the wrapper when it holds its own) and put back afterwards.
+    """
+    holders = [_base_model(model)]
+    if model is not holders[0] and "generation_config" in vars(model):
+        holders.append(model)
+    saved = [getattr(holder, "generation_config", None) for holder in holders]
+    try:
+        for holder in holders:
+            holder.generation_config = config
+        yield config
+    finally:
+        for holder, original in zip(holders, saved):
+            holder.generation_config = original
+
+
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
                        temperature: float, top_p: float = 1.0, batch_size: int = 32,
@@ -220,7 +277,9 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     Generation runs in batches of ``batch_size`` sequences; all rows share
     one left-padded prompt width so the completions line up. With
     ``share_prompt`` each batch runs its distinct prompts once and starts
-    generation from their cache.
+    generation from their cache. The sampling settings are these arguments
+    and nothing else (:func:`sampling_config`); the model's own
+    ``generation_config`` is ignored apart from its EOS ids.
     """
     device = next(model.parameters()).device
     enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -230,16 +289,15 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
+    settings = sampling_config(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                               pad_token_id=pad, eos_token_id=eos)
     chunks = []
-    for start in range(0, prompt_ids.shape[0], batch_size):
-        ids, mask = prompt_ids[start:start + batch_size], prompt_mask[start:start + batch_size]
-        cached = _shared_prompt(model, ids, mask, share_prompt)
-        out = model.generate(
-            input_ids=ids, attention_mask=mask, **cached,
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, repetition_penalty=1.0,
-            no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
-        )
-        chunks.append(out[:, prompt_ids.shape[1]:])
+    with _only_generation_config(model, settings):
+        for start in range(0, prompt_ids.shape[0], batch_size):
+            ids, mask = prompt_ids[start:start + batch_size], prompt_mask[start:start + batch_size]
+            cached = _shared_prompt(model, ids, mask, share_prompt)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=settings, **cached)
+            chunks.append(out[:, prompt_ids.shape[1]:])
     width = max(c.shape[1] for c in chunks)
     completion_ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in chunks])
     completion_mask, truncated = completion_mask_from_eos(completion_ids, eos)

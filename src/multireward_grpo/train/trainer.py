@@ -13,14 +13,23 @@ Deliberate choices, named here so they are not mistaken for accidents:
   ``kl_coef = 0`` keeps none and skips the reference pass.
 * With ``num_iterations = 1`` the sampling log-probs are the policy's own,
   detached: the ratio is 1 and no extra forward pass is spent on them.
-* Old and reference log-probs are computed in eval mode (no dropout); the
-  loss pass runs in train mode.
+* Dropout is off in the policy by default (``disable_dropout``, as in TRL):
+  the old and reference log-probs are taken in eval mode and the loss pass
+  in train mode, and with dropout left on those are different functions, so
+  the first, on-policy ratio would leave 1 and the clip would fire on noise.
 * Every step reseeds torch from ``(seed, step)``, so a run interrupted and
   resumed from a checkpoint samples exactly what the uninterrupted run did.
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
 * Rollouts use plain temperature / top-p sampling and the log-probs are those
-  of the tempered distribution (as TRL does), see
+  of the tempered distribution (as TRL does); the model's own
+  ``generation_config`` does not shape them, see
   :mod:`multireward_grpo.train.rollout`.
+* An update whose gradient norm is NaN or inf is skipped with a warning: the
+  weights and the optimizer state stay as they were, the gradients are
+  zeroed, the learning-rate schedule advances, and the history counts it
+  (``update_skipped``, ``skipped_updates``).
+* The log records every one of the ``num_iterations`` updates: their mean
+  and the last (see :mod:`multireward_grpo.train.logging`).
 """
 
 from __future__ import annotations
@@ -204,6 +213,32 @@ def _add_lora(model, cfg: GRPOConfig):
                          "set lora_target_modules") from None
 
 
+_DROPOUT_MODULES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout")
+
+
+def disable_dropout(model) -> int:
+    """Set every dropout rate of ``model`` to 0, in place; returns how many rates were changed.
+
+    Covers ``torch.nn`` dropout modules (LoRA's ``lora_dropout`` among them)
+    and the float ``attention_dropout`` rate that transformers attention
+    layers (Llama, Qwen2, Mistral, ...) hand to their attention kernel in
+    train mode, which no module-level switch reaches.
+    """
+    import torch
+
+    kinds = tuple(getattr(torch.nn, name) for name in _DROPOUT_MODULES if hasattr(torch.nn, name))
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, kinds) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, float) and rate != 0:
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
+
+
 def _frozen_reference(model):
     import copy
 
@@ -262,23 +297,23 @@ class GRPOTrainer:
                  eval_prompts: Sequence[Any] | None = None, model=None, tokenizer=None):
         _require_llm()
         from multireward_grpo.rewards import as_reward_function
-        from multireward_grpo.train.rollout import normalize_prompt
 
         if not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
-        if len(prompts) == 0:
-            raise ValueError("prompts is empty: pass at least one prompt")
         self.config = config
         self.rules = config.parsed_conditioning()
         self.reward = as_reward_function(reward_fn, n_channels=len(config.weights))
-        self.prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(prompts)]
-        self.eval_prompts = [normalize_prompt(p, i, config.system_prompt) for i, p in enumerate(eval_prompts or [])]
+        self.prompts = prompt_items(prompts, config.system_prompt)
+        self.eval_prompts = prompt_items([] if eval_prompts is None else eval_prompts, config.system_prompt,
+                                         name="eval_prompts", allow_empty=True)
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
             enable_checkpointing(self.model)
         if config.use_lora:
             self.model = _add_lora(self.model, config)
+        if config.disable_dropout:
+            disable_dropout(self.model)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
         self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
         self.sampler = PromptSampler(len(self.prompts), config.seed)
@@ -393,8 +428,8 @@ class GRPOTrainer:
         """
         from multireward_grpo.train.evaluation import evaluate_model
 
-        items = self.eval_prompts if prompts is None else [
-            _normalized(p, i, self.config.system_prompt) for i, p in enumerate(prompts)]
+        items = self.eval_prompts if prompts is None else prompt_items(prompts, self.config.system_prompt,
+                                                                        allow_empty=True)
         if not items:
             raise ValueError("no eval prompts: pass prompts=... or eval_prompts= to the trainer")
         cfg = self.config
@@ -451,6 +486,7 @@ class GRPOTrainer:
                 "share_prompt": self.config.share_prompt_cache}
 
     def _update(self, rollouts, advantages) -> dict:
+        """``num_iterations`` updates on one batch: ``{"iterations": [stats of each], "train_seconds": ...}``."""
         import torch
 
         from multireward_grpo.train.losses import LossDenominators
@@ -463,22 +499,39 @@ class GRPOTrainer:
             with torch.no_grad():
                 old = token_logprobs(self.model, rollouts, **self._logprob_kw())
         denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
-        first = None
         train_started = time.perf_counter()
-        for _ in range(self.config.num_iterations):
-            stats = self._one_update(rollouts, advantages, old, ref, denominators)
-            first = first or stats
-        first["train_seconds"] = time.perf_counter() - train_started
-        return first
+        iterations = [self._one_update(rollouts, advantages, old, ref, denominators, iteration)
+                      for iteration in range(self.config.num_iterations)]
+        return {"iterations": iterations, "train_seconds": time.perf_counter() - train_started}
 
-    def _one_update(self, rollouts, advantages, old, ref, denominators) -> dict:
+    def _one_update(self, rollouts, advantages, old, ref, denominators, iteration: int = 0) -> dict:
+        """Accumulate the batch's gradient and take one optimizer step (skipped on a non-finite gradient norm)."""
         import torch
-
-        from multireward_grpo.train.losses import policy_loss
-        from multireward_grpo.train.rollout import micro_logprobs
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        totals = self._accumulate_gradients(rollouts, advantages, old, ref, denominators)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        self._interrupts.hold()  # from the first weight update on, the step must finish
+        totals["grad_norm"] = float(norm)
+        totals["skipped"] = not math.isfinite(totals["grad_norm"])
+        if totals["skipped"]:
+            self._skip_update(totals["grad_norm"], iteration)
+        else:
+            self.optimizer.step()
+        with warnings.catch_warnings():
+            # The schedule advances on a skipped update too, so the learning rate stays a function of the update
+            # count; torch's warning about a scheduler step before any optimizer step would only blur ours.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+        return totals
+
+    def _accumulate_gradients(self, rollouts, advantages, old, ref, denominators) -> dict:
+        """Backward of the loss over micro-batches; returns the loss sums of this pass."""
+        from multireward_grpo.train import losses
+        from multireward_grpo.train.rollout import micro_logprobs
+
         totals = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped_tokens": 0.0, "tokens": 0.0}
         size = self.config.micro_batch_size
         for start in range(0, len(rollouts), size):
@@ -486,7 +539,7 @@ class GRPOTrainer:
             logp = micro_logprobs(self.model, rollouts.rows(part), self.config.temperature,
                                   share_prompt=self.config.share_prompt_cache)
             old_part = logp.detach() if old is None else old[part]
-            loss, stats = policy_loss(
+            loss, stats = losses.policy_loss(
                 logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
                 denominators=denominators, loss_type=self.config.loss_type,
                 ref_logp=None if ref is None else ref[part], kl_coef=self.config.kl_coef,
@@ -495,13 +548,18 @@ class GRPOTrainer:
             totals["loss"] += float(loss.detach())
             for key in ("pg", "kl", "clipped_tokens", "tokens"):
                 totals[key] += stats[key]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
-        self._interrupts.hold()  # from the first weight update on, the step must finish
-        self.optimizer.step()
-        self.scheduler.step()
-        totals["grad_norm"] = float(norm)
         return totals
+
+    def _skip_update(self, grad_norm: float, iteration: int) -> None:
+        """A NaN/inf gradient would write NaN weights: drop it, keep the weights, and say so."""
+        self.optimizer.zero_grad(set_to_none=True)
+        warnings.warn(
+            f"step {self.step}: non-finite gradient norm ({grad_norm}) in update {iteration + 1} of "
+            f"{self.config.num_iterations}; skipped that optimizer update and zeroed the gradients (the weights "
+            "are unchanged; the history counts it in skipped_updates). Check the reward function for inf values, "
+            "lower lr, or use dtype bfloat16/float32 if float16 overflows",
+            RuntimeWarning, stacklevel=2,
+        )
 
     def _record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
         from multireward_grpo.train.logging import step_record
@@ -516,10 +574,38 @@ class GRPOTrainer:
             save_checkpoint(self)
 
 
-def _normalized(item, index, system_prompt):
+def prompt_items(prompts, system_prompt: str | None = None, *, name: str = "prompts", allow_empty: bool = False):
+    """Read a list of prompts as :class:`~multireward_grpo.train.rollout.PromptItem` s.
+
+    Parameters
+    ----------
+    prompts : iterable
+        Strings, chat-message lists, dicts (see ``normalize_prompt``) or
+        PromptItems. A bare string, bytes or dict is refused: iterating it
+        would train on one prompt per character (or key).
+    system_prompt : str, optional
+    name : str
+        What the argument is called in error messages.
+    allow_empty : bool
+        Accept an empty list (the default refuses it).
+
+    Returns
+    -------
+    list of PromptItem
+    """
+    from collections.abc import Iterable, Mapping
+
     from multireward_grpo.train.rollout import PromptItem, normalize_prompt
 
-    return item if isinstance(item, PromptItem) else normalize_prompt(item, index, system_prompt)
+    if isinstance(prompts, (str, bytes, Mapping)) or not isinstance(prompts, Iterable):
+        kind = type(prompts).__name__
+        hint = "; wrap it: [prompt]" if isinstance(prompts, (str, bytes, Mapping)) else ""
+        raise TypeError(f"{name} must be a list of prompts, got {'an' if kind[0] in 'aeiou' else 'a'} {kind}{hint}")
+    items = list(prompts)
+    if not items and not allow_empty:
+        raise ValueError(f"{name} is empty: pass at least one prompt")
+    return [item if isinstance(item, PromptItem) else normalize_prompt(item, index, system_prompt)
+            for index, item in enumerate(items)]
 
 
 def train_grpo(config: GRPOConfig, reward_fn, prompts, **kwargs) -> list[dict]:
