@@ -268,6 +268,9 @@ class GRPOTrainer:
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
         if len(prompts) == 0:
             raise ValueError("prompts is empty: pass at least one prompt")
+        if config.eval_every and not eval_prompts:
+            raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
+                             "to GRPOTrainer, or set eval_every=0")
         self.config = config
         self.rules = config.parsed_conditioning()
         self.reward = as_reward_function(reward_fn, n_channels=len(config.weights))
