@@ -268,7 +268,7 @@ class GRPOTrainer:
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
         if len(prompts) == 0:
             raise ValueError("prompts is empty: pass at least one prompt")
-        if config.eval_every and not eval_prompts:
+        if config.eval_every and (eval_prompts is None or len(eval_prompts) == 0):
             raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
                              "to GRPOTrainer, or set eval_every=0")
         self.config = config
