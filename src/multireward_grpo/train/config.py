@@ -379,7 +379,8 @@ def _as_reporters(value: Any) -> tuple:
         if not isinstance(name, str):
             raise TypeError(f"report_to entries must be logger names ({', '.join(REPORTERS)}), got {name!r}")
         if name not in REPORTERS:
-            raise ValueError(f"report_to has {name!r}{did_you_mean(name, REPORTERS)}; choose from {', '.join(REPORTERS)}")
+            raise ValueError(f"report_to has {name!r}{did_you_mean(name, REPORTERS)}; "
+                             f"choose from {', '.join(REPORTERS)}")
     # jsonl always runs (history.jsonl is what resume and the plots read)
     return tuple(dict.fromkeys(["jsonl", *names]))
 
