@@ -63,6 +63,15 @@ def test_train_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "could not load model" in capsys.readouterr().err
 
 
+def test_eval_every_evaluates_on_the_tasks_held_out_prompts(model_dir, tmp_path):
+    # The trainer evaluates only when it has eval prompts: the command gives it the task's held-out set.
+    assert main(_train_args(model_dir, tmp_path / "run", "--eval-every", "1", "--eval-m", "2",
+                            "--n-eval-prompts", "2")) == 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["eval"]["n_prompts"] == 2 and r["eval"]["m"] == 2 for r in records)
+
+
 def test_eval_compares_base_and_adapter(model_dir, tmp_path, capsys):
     main(_train_args(model_dir, tmp_path / "run"))
     capsys.readouterr()

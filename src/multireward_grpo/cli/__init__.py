@@ -8,6 +8,9 @@
 Each subcommand is a ``(name, help, add_arguments, run)`` entry in
 ``_COMMANDS``; ``run(args) -> int`` is the exit status. Heavy modules are
 imported inside ``run`` so ``--help`` stays instant.
+
+Exit status: 0 success, 1 a check failed, 2 bad input (one line on stderr,
+``multireward-grpo CMD: error: ...``, never a traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from typing import Callable, NamedTuple, Sequence
 
 from multireward_grpo.cli import theory as _theory
+from multireward_grpo.cli.common import ArgumentParser, join_negative_values, unrecognized_message
 from multireward_grpo.cli.common import add_json_flag as _add_json_flag
 
 
@@ -78,9 +82,9 @@ def _train():
     return _cli_train
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="multireward-grpo",
         description=(
             "Multi-reward GRPO: advantage estimators (AN, NA, conditioned), the "
@@ -89,17 +93,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.subcommands = {}
     for command in _COMMANDS:
         child = sub.add_parser(command.name, help=command.help, description=command.help)
         command.add_arguments(child)
         child.set_defaults(_run=command.run)
+        parser.subcommands[command.name] = child
     return parser
 
 
+def _parse(parser: ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
+    args, extras = parser.parse_known_args(join_negative_values(parser, argv))
+    if extras:
+        command = parser.subcommands.get(getattr(args, "command", None) or "", parser)
+        command.error(unrecognized_message(command, extras))
+    return args
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.strerror}: {err.filename}"
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``multireward-grpo`` console script."""
+    """Entry point of the ``multireward-grpo`` console script.
+
+    Bad input (ValueError, TypeError, ImportError, OSError such as a missing,
+    unreadable or directory path, a JSON syntax error) exits 2 with one line
+    on stderr; other exceptions are bugs and keep their traceback.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.version:
         return _run_version(args)
     if not getattr(args, "_run", None):
@@ -113,9 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # what was saved has been said already (train: the checkpoint to resume from)
         print(f"multireward-grpo {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        # Input problems get one readable line, not a traceback.
-        print(f"multireward-grpo {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as err:  # json.JSONDecodeError is a ValueError
+        print(f"multireward-grpo {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -13,30 +13,67 @@ from multireward_grpo.cli.common import (
     Progress,
     add_json_flag,
     conditioning_rule,
-    floats,
-    ints,
+    integer,
+    integers,
+    mode_names,
     names,
+    number,
+    numbers,
     print_json,
+    weight_list,
 )
+
+# Estimators with a closed-form oracle influence (Prop 1)
+_ORACLE_MODES = ("an", "na", "single", "gdpo")
 
 # --------------------------------------------------------------------------- shared options
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by thm3-check and analyze."""
-    parser.add_argument("--tau2", type=float, default=1.0, help="variance of the simulated score projections g (default 1)")
-    parser.add_argument("--modes", type=names, default=["na", "an"],
+    parser.add_argument("--tau2", type=number(0.0, low_open=True), default=1.0,
+                        help="variance of the simulated score projections g, > 0 (default 1)")
+    parser.add_argument("--modes", type=mode_names(), default=["na", "an"],
                         help="estimators to analyse, comma-separated; na and an are always included (see `estimators`)")
     parser.add_argument("--condition", type=conditioning_rule, action="append", default=None,
                         metavar="GATE:TARGET[:METHOD[:GAMMA]]",
                         help="gate channel TARGET by channel GATE before the analysis (repeatable); "
                              "METHOD is zero_fill (default) or subgroup")
-    parser.add_argument("--score-seed", type=int, default=0, help="seed of the simulated scores and the bootstrap (default 0)")
-    parser.add_argument("--n-resamples", type=int, default=2000,
+    parser.add_argument("--score-seed", type=integer(0), default=0,
+                        help="seed of the simulated scores and the bootstrap (default 0)")
+    parser.add_argument("--n-resamples", type=integer(0), default=2000,
                         help="bootstrap resamples over prompts for the ratio intervals; 0 skips them (default 2000)")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write PNG plots into DIR (needs the viz extra)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json_flag(parser)
+
+
+def _load_input(path: str, channels):
+    """``_load`` behind the checks that make a wrong path one clear error line.
+
+    A directory, or a JSONL file whose rows are not JSON objects, is refused
+    before the loaders run; a KeyError from a loader (a missing field) becomes
+    a ValueError naming the file.
+    """
+    import json
+
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{path} is a directory; give a corpus or rollout table file (.jsonl or .parquet)")
+    if target.suffix.lower() == ".jsonl" and target.is_file():
+        with target.open("rb") as lines:
+            first = next((line for line in lines if line.strip()), b"")
+        try:
+            row = json.loads(first) if first else {}
+        except ValueError:
+            row = {}  # the loader reports the damaged line itself
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: the first row is a JSON {type(row).__name__}, not an object; give a corpus "
+                             "saved by save_corpus or a long table with one JSON object per rollout")
+    try:
+        return _load(path, channels)
+    except KeyError as err:
+        raise ValueError(f"could not read {path}: it has no field {err}") from None
 
 
 def _ratio_failures(result, tol: float) -> list[str]:
@@ -120,19 +157,20 @@ def _report(results, failures, args, channel_names, tol) -> int:
 
 
 def add_thm3_check_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rho", type=float, default=0.5,
+    parser.add_argument("--rho", type=number(-1.0, 1.0), default=0.5,
                         help="latent correlation between channels 0 and 1 of the mock rewards (default 0.5)")
-    parser.add_argument("--n-prompts", type=int, default=40, help="number of prompts P (default 40)")
-    parser.add_argument("--K", type=int, default=200, help="seeds (independent groups) per prompt (default 200)")
-    parser.add_argument("--m", type=ints, default=[8], help="group size, or comma-separated sizes to check each (default 8)")
-    parser.add_argument("--weights", type=floats, default=[1.0, 1.0, 0.5],
+    parser.add_argument("--n-prompts", type=integer(1), default=40, help="number of prompts P (default 40)")
+    parser.add_argument("--K", type=integer(2), default=200, help="seeds (independent groups) per prompt (default 200)")
+    parser.add_argument("--m", type=integers(2), default=[8],
+                        help="group size, or comma-separated sizes to check each (default 8)")
+    parser.add_argument("--weights", type=weight_list, default=[1.0, 1.0, 0.5],
                         help="objective weights w, one per channel; their count sets R (default 1,1,0.5)")
     parser.add_argument("--marginals", choices=["gaussian", "bernoulli-beta"], default="gaussian",
                         help="mock reward marginals: gaussian = N(0,1) channels (default), for which the population "
                              "law (tau2/m) w'E[Chat]w with the exact E[Chat] is checked too; bernoulli-beta = a "
                              "Bernoulli(0.5) gate and Beta(2,2) channels (the MockBackend default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the mock rewards (default 0)")
-    parser.add_argument("--tol", type=float, default=0.1,
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of the mock rewards (default 0)")
+    parser.add_argument("--tol", type=number(0.0, low_open=True), default=0.1,
                         help="pass band: exit 1 unless every pooled realized/predicted ratio is within 1 +- tol (default 0.1)")
     _add_analysis_options(parser)
 
@@ -176,14 +214,15 @@ def run_thm3_check(args: argparse.Namespace) -> int:
 def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="a corpus (.jsonl/.parquet from run_corpus/save_corpus) or a long-format table "
                                      "with columns prompt_idx, seed_idx, rollout_idx and one column per channel")
-    parser.add_argument("--m", type=ints, default=None,
+    parser.add_argument("--m", type=integers(2), default=None,
                         help="group size(s) to analyse (default: every size in the file)")
-    parser.add_argument("--weights", type=floats, default=None, help="objective weights, one per channel (default all 1)")
+    parser.add_argument("--weights", type=weight_list, default=None,
+                        help="objective weights, one per channel (default all 1)")
     parser.add_argument("--channels", type=names, default=None,
                         help="channel columns to use from a long table, comma-separated (default: all numeric columns)")
     parser.add_argument("--drop-incomplete", action="store_true",
                         help="leave out prompts that miss a seed or hold a NaN reward, instead of stopping with an error")
-    parser.add_argument("--tol", type=float, default=None,
+    parser.add_argument("--tol", type=number(0.0, low_open=True), default=None,
                         help="if given, exit 1 unless every pooled realized/predicted ratio is within 1 +- tol")
     _add_analysis_options(parser)
 
@@ -223,7 +262,7 @@ def _tensor(corpus, m: int, drop_incomplete: bool):
 def run_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
-    corpus = _load(args.file, args.channels)
+    corpus = _load_input(args.file, args.channels)
     sizes = args.m or list(corpus.m_grid)
     missing = [m for m in sizes if m not in corpus.m_grid]
     if missing:
@@ -239,14 +278,17 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def add_prop1_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sigmas", type=floats, default=[1.0, 3.0, 0.5],
+    parser.add_argument("--sigmas", type=numbers(0.0, low_open=True), default=[1.0, 3.0, 0.5],
                         help="per-channel reward standard deviations; their count sets R (default 1,3,0.5)")
-    parser.add_argument("--weights", type=floats, default=None, help="objective weights (default all 1)")
-    parser.add_argument("--rho", type=float, default=0.0, help="correlation between channels 0 and 1 (default 0)")
-    parser.add_argument("--m", type=int, default=64, help="group size (default 64: the oracle is the m -> inf limit)")
-    parser.add_argument("--n-groups", type=int, default=4000, help="simulated groups (default 4000)")
-    parser.add_argument("--modes", type=names, default=["an", "na"], help="estimators, comma-separated (default an,na)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated rewards (default 0)")
+    parser.add_argument("--weights", type=weight_list, default=None, help="objective weights (default all 1)")
+    parser.add_argument("--rho", type=number(-1.0, 1.0), default=0.0,
+                        help="correlation between channels 0 and 1 (default 0)")
+    parser.add_argument("--m", type=integer(2), default=64,
+                        help="group size (default 64: the oracle is the m -> inf limit)")
+    parser.add_argument("--n-groups", type=integer(2), default=4000, help="simulated groups (default 4000)")
+    parser.add_argument("--modes", type=mode_names(_ORACLE_MODES), default=["an", "na"],
+                        help=f"estimators, comma-separated, from {', '.join(_ORACLE_MODES)} (default an,na)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed of the simulated rewards (default 0)")
     parser.add_argument("--file", default=None,
                         help="measure on a corpus / long table instead (oracle from its within-group covariance); "
                              "uses the largest group size in the file")
@@ -260,7 +302,7 @@ def _prop1_rewards(args):
     if args.file:
         from multireward_grpo.analysis.influence import within_group_covariance
 
-        corpus = _load(args.file, None)
+        corpus = _load_input(args.file, None)
         rewards = _tensor(corpus, max(corpus.m_grid), drop_incomplete=True)
         return rewards, within_group_covariance(rewards), list(corpus.channel_names)
     sigmas = np.asarray(args.sigmas, dtype=float)
@@ -321,10 +363,12 @@ def run_prop1(args: argparse.Namespace) -> int:
 
 
 def add_prop2_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--levels", type=ints, default=[3],
+    parser.add_argument("--levels", type=integers(1), default=[3],
                         help="integer levels per channel (one number for all, or one per channel; default 3)")
-    parser.add_argument("--weights", type=floats, default=[1.0, 1.0, 0.5], help="objective weights (default 1,1,0.5)")
-    parser.add_argument("--sigmas", type=floats, default=[1.0, 1.7320508075688772, 0.4472135954999579],
+    parser.add_argument("--weights", type=weight_list, default=[1.0, 1.0, 0.5],
+                        help="objective weights (default 1,1,0.5)")
+    parser.add_argument("--sigmas", type=numbers(0.0, low_open=True),
+                        default=[1.0, 1.7320508075688772, 0.4472135954999579],
                         help="per-channel population standard deviations NA divides by "
                              "(default 1,sqrt(3),1/sqrt(5): unequal, incommensurable scales)")
     add_json_flag(parser)
@@ -355,16 +399,19 @@ def run_prop2(args: argparse.Namespace) -> int:
 
 
 def add_prop4_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--p-a", type=float, default=0.6, help="gate pass rate p_a (default 0.6)")
-    parser.add_argument("--p-b", type=float, default=0.5, help="conditioned channel rate p_b (default 0.5)")
-    parser.add_argument("--alpha-c", type=float, default=1.0, help="gradient weight of the gate, alpha_c (default 1)")
-    parser.add_argument("--alpha-f", type=float, default=0.5, help="weight of b where the gate passes, alpha_f (default 0.5)")
-    parser.add_argument("--gammas", type=floats, default=[round(0.1 * i, 1) for i in range(16)],
+    parser.add_argument("--p-a", type=number(0.0, 1.0), default=0.6, help="gate pass rate p_a in [0, 1] (default 0.6)")
+    parser.add_argument("--p-b", type=number(0.0, 1.0, high_open=True), default=0.5,
+                        help="conditioned channel rate p_b in [0, 1) (default 0.5)")
+    parser.add_argument("--alpha-c", type=number(), default=1.0,
+                        help="gradient weight of the gate, alpha_c (default 1)")
+    parser.add_argument("--alpha-f", type=number(), default=0.5,
+                        help="weight of b where the gate passes, alpha_f (default 0.5)")
+    parser.add_argument("--gammas", type=numbers(), default=[round(0.1 * i, 1) for i in range(16)],
                         help="model gammas to sweep, comma-separated (default 0,0.1,...,1.5)")
-    parser.add_argument("--w-b", type=float, default=1.0, help="weight of the conditioned channel (default 1)")
-    parser.add_argument("--n", type=int, default=200_000, help="Monte Carlo samples (default 200000)")
-    parser.add_argument("--seed", type=int, default=0, help="Monte Carlo seed (default 0)")
-    parser.add_argument("--max-z", type=float, default=4.0,
+    parser.add_argument("--w-b", type=number(0.0), default=1.0, help="weight of the conditioned channel (default 1)")
+    parser.add_argument("--n", type=integer(2), default=200_000, help="Monte Carlo samples (default 200000)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="Monte Carlo seed (default 0)")
+    parser.add_argument("--max-z", type=number(0.0), default=4.0,
                         help="exit 1 when any |beta_hat - beta| exceeds this many standard errors (default 4)")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write the bias-vs-gamma curve into DIR")
     add_json_flag(parser)

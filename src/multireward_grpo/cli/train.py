@@ -13,7 +13,16 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from multireward_grpo.cli.common import add_json_flag, floats, names, print_json
+from multireward_grpo.cli.common import (
+    add_json_flag,
+    condition_text,
+    floats,
+    integer,
+    names,
+    number,
+    print_json,
+    weight_list,
+)
 from multireward_grpo.train.config import GRPOConfig
 
 TASKS = ("fintech", "gsm8k")
@@ -44,7 +53,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif f.name == "weights":
             group.add_argument(flag, dest=f.name, type=floats, default=None, help=help_text)
         elif f.name == "conditioning":
-            group.add_argument("--condition", dest=f.name, action="append", default=None,
+            group.add_argument("--condition", dest=f.name, type=condition_text, action="append", default=None,
                                metavar="GATE:TARGET[:METHOD[:GAMMA]]", help=help_text + "; repeatable")
         elif kind is tuple:
             group.add_argument(flag, dest=f.name, type=names, default=None, help=help_text + "; comma-separated")
@@ -57,7 +66,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default="fintech",
                         help="prompts and reward: fintech (compliance, politeness, action) or gsm8k (correctness, "
                              "length, format) (default fintech)")
-    parser.add_argument("--n-scenarios", type=int, default=400, help="training prompts to draw for the task (default 400)")
+    parser.add_argument("--n-scenarios", type=integer(1), default=400,
+                        help="training prompts to draw for the task (default 400)")
+    parser.add_argument("--n-eval-prompts", type=integer(1), default=80,
+                        help="held-out prompts evaluated every --eval-every steps (default 80, the fintech eval set; "
+                             "gsm8k draws them from the test split)")
     parser.add_argument("--gsm8k-path", default=None,
                         help="local GSM8K-format file (question/answer ending in '#### N') instead of the Hub dataset")
     parser.add_argument("--config", default=None, help="TOML, YAML or JSON file of GRPOConfig options; flags override it")
@@ -101,11 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
     from multireward_grpo.train import GRPOTrainer
 
     reward, prompts = task_data(args.task, args.n_scenarios, seed=config.seed, gsm8k_path=args.gsm8k_path)
-    if len(config.weights) != len(reward.channel_names):
-        raise ValueError(f"task {args.task} has {len(reward.channel_names)} reward channels "
-                         f"({', '.join(reward.channel_names)}) but --weights has {len(config.weights)}")
+    _check_weights(args.task, reward, config.weights)
+    eval_prompts = _task_eval_prompts(args, config.seed) if config.eval_every else None
     try:
-        trainer = GRPOTrainer(config, reward, prompts)
+        trainer = GRPOTrainer(config, reward, prompts, eval_prompts=eval_prompts)
     except OSError as err:
         raise FileNotFoundError(f"could not load model {config.model!r} ({err}); pass a local folder with --model "
                                 "or make sure the Hugging Face Hub is reachable") from None
@@ -114,6 +126,21 @@ def run_train(args: argparse.Namespace) -> int:
     print(trend_summary(history, reward.channel_names))
     _plot_curves(history, reward.channel_names, Path(config.out_dir) / "curves.png")
     return 0
+
+
+def _check_weights(task: str, reward, weights) -> None:
+    if len(weights) != len(reward.channel_names):
+        raise ValueError(f"task {task} has {len(reward.channel_names)} reward channels "
+                         f"({', '.join(reward.channel_names)}) but --weights has {len(weights)}")
+
+
+def _task_eval_prompts(args: argparse.Namespace, seed: int) -> list:
+    """The task's held-out prompts for ``--eval-every`` (the ones ``eval`` uses)."""
+    if args.task == "fintech":
+        from multireward_grpo.examples.fintech import make_eval_set
+
+        return make_eval_set()[: args.n_eval_prompts]
+    return task_data("gsm8k", args.n_eval_prompts, seed=seed, gsm8k_path=args.gsm8k_path, split="test")[1]
 
 
 def trend_summary(history: list[dict], channel_names, *, k: int | None = None) -> str:
@@ -147,12 +174,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapters", type=names, default=[],
                         help="comma-separated LoRA adapter folders to compare with the base model")
     parser.add_argument("--no-base", action="store_true", help="leave the base model itself out of the comparison")
-    parser.add_argument("--n-prompts", type=int, default=80, help="held-out prompts (default 80, the fintech eval set)")
-    parser.add_argument("--m", type=int, default=4, help="completions per prompt (default 4)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="longest completion (default 96)")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    parser.add_argument("--seed", type=int, default=1234, help="sampling seed shared by every model (default 1234)")
-    parser.add_argument("--weights", type=floats, default=None, help="weights of the aggregate (default 1,1,0.5)")
+    parser.add_argument("--n-prompts", type=integer(1), default=80,
+                        help="held-out prompts (default 80, the fintech eval set)")
+    parser.add_argument("--m", type=integer(1), default=4,
+                        help="completions per prompt (default 4; standard errors are across prompts, so 1 is valid)")
+    parser.add_argument("--max-new-tokens", type=integer(1), default=96, help="longest completion (default 96)")
+    parser.add_argument("--temperature", type=number(0.0, low_open=True), default=0.8,
+                        help="sampling temperature, > 0 (default 0.8)")
+    parser.add_argument("--seed", type=integer(0), default=1234,
+                        help="sampling seed shared by every model (default 1234)")
+    parser.add_argument("--weights", type=weight_list, default=None,
+                        help="weights of the aggregate, one per reward channel (default 1,1,0.5)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--gsm8k-path", default=None, help="local GSM8K-format file for --task gsm8k")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write a bar chart of the comparison into DIR")
@@ -178,6 +210,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     reward_fn, items = _eval_items(args)
     reward = as_reward_function(reward_fn)
+    if args.weights is not None:
+        _check_weights(args.task, reward, args.weights)
     weights = args.weights or [1.0, 1.0, 0.5][: len(reward.channel_names)]
     config = GRPOConfig(model=args.model, device=args.device, weights=weights, max_new_tokens=args.max_new_tokens)
     device, dtype = _device_and_dtype(config)

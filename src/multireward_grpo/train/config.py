@@ -2,22 +2,32 @@
 
 Each field's ``help`` metadata is the single source of its documentation: the
 CLI turns the fields into ``--flags`` with that text, and ``GRPOConfig.describe()``
-prints it. Importing this module needs only the standard library.
+prints it. Every option is checked when the config is built (types, finite
+numbers, bounds, choices, conditioning rules), so a bad setting fails before
+any model loads. Importing this module needs only the standard library and
+numpy.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-__all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS", "REPORTERS"]
+from multireward_grpo._validate import check_channel_index, check_float, did_you_mean
+
+__all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS", "REPORTERS", "NAN_POLICIES", "parse_conditioning_rule"]
 
 LOSS_TYPES = ("grpo", "dr_grpo", "token_mean")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORTERS = ("jsonl", "tensorboard", "wandb")
+NAN_POLICIES = ("raise", "omit", "propagate")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -107,66 +117,49 @@ class GRPOConfig:
     # ------------------------------------------------------------------ validation
 
     def _coerce(self) -> None:
-        for name in ("weights", "lora_target_modules", "report_to", "conditioning"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()] if name != "conditioning" else [value]
-            setattr(self, name, tuple(value))
-        self.weights = tuple(float(w) for w in self.weights)
-        if "jsonl" not in self.report_to:
-            self.report_to = ("jsonl",) + self.report_to
+        """Check each option's type; convert equivalent forms ("1e-3", 8.0, a Path) to the field's own type."""
+        for f in fields(self):
+            coerce = _FIELD_COERCIONS.get(f.name)
+            value = getattr(self, f.name)
+            setattr(self, f.name, coerce(value) if coerce else _coerce_by_type(f.name, f.type, value))
 
     def _validate(self) -> None:
         _positive_ints(self, "n_steps", "batch_prompts", "m", "max_new_tokens", "generation_batch_size",
-                       "num_iterations", "micro_batch_size", "lora_r", "eval_m")
+                       "num_iterations", "micro_batch_size", "lora_r", "lora_alpha", "eval_m")
         _nonnegative_ints(self, "warmup_steps", "checkpoint_every", "keep_checkpoints", "eval_every", "sample_every", "seed")
         if self.m < 2:
             raise ValueError(f"m={self.m}: a group needs at least 2 rollouts for a relative advantage; set m >= 2")
-        if not self.weights or any(not math.isfinite(w) or w < 0 for w in self.weights) or not any(self.weights):
+        if not any(self.weights):
             raise ValueError(f"weights={self.weights}: give one finite weight >= 0 per reward channel, not all 0")
-        _choice(self, "loss_type", LOSS_TYPES)
-        _choice(self, "lr_scheduler", SCHEDULERS)
-        _choice(self, "dtype", _DTYPES)
-        _choice(self, "nan_policy", ("raise", "omit", "propagate"))
-        for name in self.report_to:
-            if name not in REPORTERS:
-                raise ValueError(f"report_to has {name!r}; choose from {', '.join(REPORTERS)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0 (use a small value such as 1e-3 for near-greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr={self.lr} must be a positive number")
-        if not self.kl_coef >= 0:
-            raise ValueError(f"kl_coef={self.kl_coef} must be >= 0 (0 turns the KL term and the reference pass off)")
-        if not 0 < self.ppo_clip < 1:
-            raise ValueError(f"ppo_clip={self.ppo_clip} must be in (0, 1); 0.2 is the usual value")
-        if self.max_grad_norm < 0 or self.weight_decay < 0 or not 0 <= self.lora_dropout < 1:
-            raise ValueError("max_grad_norm and weight_decay must be >= 0 and lora_dropout in [0, 1)")
-        if self.device != "auto" and not self.device.split(":")[0] in ("cpu", "cuda", "mps"):
-            raise ValueError(f"device={self.device!r}; use auto, cpu, cuda, cuda:N or mps")
+        for name, allowed in _FLOAT_RANGES.items():
+            allowed.check(name, getattr(self, name))
+        _choice("mode", self.mode.strip().lower(), _estimator_names(), shown=self.mode,
+                note=" (register_estimator adds more)")
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        _choice("dtype", self.dtype, _DTYPES)
+        _choice("nan_policy", self.nan_policy, NAN_POLICIES)
         if self.use_lora and not self.lora_target_modules:
             raise ValueError("use_lora=True needs lora_target_modules (e.g. q_proj,k_proj,v_proj,o_proj)")
         self.parsed_conditioning()  # raises on a malformed rule
 
     def parsed_conditioning(self) -> tuple:
-        """``conditioning`` as :class:`~multireward_grpo.advantage.Conditioning` rules."""
-        from multireward_grpo.cli.common import conditioning_rule
-        from multireward_grpo.advantage import parse_conditioning
+        """``conditioning`` as :class:`~multireward_grpo.advantage.Conditioning` rules.
 
-        rules = [conditioning_rule(c) if isinstance(c, str) else c for c in self.conditioning]
-        parsed = parse_conditioning(rules)
-        for rule in parsed:
-            rule.check_channels(len(self.weights))
-        return parsed
+        Raises
+        ------
+        ValueError, TypeError
+            A rule that is malformed, uses a negative or out-of-range channel,
+            or gates a channel by itself; the message quotes the rule.
+        """
+        return tuple(parse_conditioning_rule(rule, n_channels=len(self.weights)) for rule in self.conditioning)
 
     # ------------------------------------------------------------------ I/O
 
     def to_dict(self) -> dict:
         """Plain dict (JSON/TOML-ready)."""
         out = asdict(self)
-        out["conditioning"] = [c if isinstance(c, str) else list(c) if isinstance(c, tuple) else asdict(c)
-                               for c in self.conditioning]
+        out["conditioning"] = [_rule_as_plain(c) for c in self.conditioning]
         return out
 
     def replace(self, **changes) -> "GRPOConfig":
@@ -174,20 +167,41 @@ class GRPOConfig:
         return replace(self, **changes)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "GRPOConfig":
-        """Build from a dict; unknown keys are an error that lists the valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - valid)
+    def from_dict(cls, values: Mapping) -> "GRPOConfig":
+        """Build from a dict of options (not modified).
+
+        Raises
+        ------
+        TypeError
+            ``values`` is not a mapping.
+        ValueError
+            An unknown key (each one named, with the closest valid option) or
+            an invalid value.
+        """
+        if not isinstance(values, Mapping):
+            raise TypeError(f"GRPOConfig.from_dict needs a dict of options, got {type(values).__name__}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(str(key) for key in set(values) - set(valid))
         if unknown:
-            raise ValueError(f"unknown GRPOConfig option(s) {unknown}; valid options: {', '.join(sorted(valid))}")
+            hints = ", ".join(f"{key!r}{did_you_mean(key, valid)}" for key in unknown if did_you_mean(key, valid))
+            raise ValueError(f"unknown GRPOConfig option(s) {unknown}{': ' + hints if hints else ''}; "
+                             f"valid options: {', '.join(sorted(valid))}")
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "GRPOConfig":
-        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (a ``[grpo]`` table is accepted in TOML)."""
-        values = _read_config_file(Path(path))
+    def from_file(cls, path: str | os.PathLike, **overrides) -> "GRPOConfig":
+        """Read a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file (a ``[grpo]`` table is accepted in TOML).
+
+        ``overrides`` replace the file's values. A syntax error names the
+        file and the line; an invalid option names the file.
+        """
+        path = Path(path)
+        values = _read_config_file(path)
         values.update(overrides)
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"config file {path}: {err}") from None
 
     @classmethod
     def describe(cls) -> str:
@@ -199,50 +213,384 @@ class GRPOConfig:
         return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- value checks
+
+
+@dataclass(frozen=True)
+class _Range:
+    """The values a float option may take: bounds are inclusive unless marked open."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    hint: str = ""
+
+    def check(self, name: str, value: float) -> None:
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if not (below or above):
+            return
+        if below:
+            bound = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            bound = f"{'<' if self.high_open else '<='} {self.high:g}"
+        hint = f" ({self.hint})" if self.hint else ""
+        raise ValueError(f"{name} must be {bound}, got {value!r}{hint}")
+
+
+# Every float option is also checked to be finite (NaN or inf would poison the weights and the checkpoint).
+_FLOAT_RANGES = {
+    "temperature": _Range(low=0.0, low_open=True, hint="use a small value such as 1e-3 for near-greedy sampling"),
+    "top_p": _Range(low=0.0, low_open=True, high=1.0, hint="1 disables nucleus sampling"),
+    "lr": _Range(low=0.0, low_open=True),
+    "kl_coef": _Range(low=0.0, hint="0 turns the KL term and the reference pass off"),
+    "ppo_clip": _Range(low=0.0, low_open=True, high=1.0, high_open=True, hint="0.2 is the usual value"),
+    "max_grad_norm": _Range(low=0.0, hint="0 disables clipping"),
+    "weight_decay": _Range(low=0.0),
+    "lora_dropout": _Range(low=0.0, high=1.0, high_open=True, hint="a probability; 0 disables dropout"),
+}
+
+
 def _positive_ints(cfg, *names):
     for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} must be a positive integer")
 
 
 def _nonnegative_ints(cfg, *names):
     for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}={value!r} must be an integer >= 0")
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} must be an integer >= 0")
 
 
-def _choice(cfg, name, choices):
-    if getattr(cfg, name) not in choices:
-        raise ValueError(f"{name}={getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
+def _choice(name: str, value: str, choices, *, shown: Optional[str] = None, note: str = "") -> None:
+    if value not in choices:
+        shown = value if shown is None else shown
+        raise ValueError(f"{name}={shown!r}{did_you_mean(shown, choices)}; choose one of {', '.join(choices)}{note}")
+
+
+def _estimator_names() -> tuple:
+    from multireward_grpo.advantage import list_estimators  # numpy only: no torch
+
+    return tuple(list_estimators())
+
+
+# --------------------------------------------------------------------------- type coercion
+
+
+def _as_int(name: str, value: Any) -> int:
+    """An exact integer: ``8``, ``8.0`` and ``"8"`` are 8; ``8.5``, ``"8.5"`` and bools are refused."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise TypeError(f"{name} must be an integer, got the string {value!r}") from None
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    # Strings such as "no" are truthy and 0/1 hide a mistyped option: accept real booleans only.
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _as_optional(convert):
+    return lambda name, value: None if value is None else convert(name, value)
+
+
+def _optional_str(name: str, value: Any) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a string or None, got {type(value).__name__} {value!r}")
+
+
+_BY_TYPE = {
+    "float": check_float, "int": _as_int, "bool": _as_bool, "str": _as_str,
+    "Optional[float]": _as_optional(check_float), "Optional[int]": _as_optional(_as_int),
+    "Optional[str]": _optional_str,
+}
+
+
+def _coerce_by_type(name: str, annotation: str, value: Any) -> Any:
+    convert = _BY_TYPE.get(annotation)
+    return convert(name, value) if convert else value
+
+
+def _path_text(name: str, value: Any, *, optional: bool = False) -> Optional[str]:
+    if value is None and optional:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or a path, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _sequence(name: str, value: Any, example: str) -> list:
+    """A list of the entries of a tuple/list/array-like option (mappings, sets and scalars refused)."""
+    if isinstance(value, (Mapping, set, frozenset, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence, one entry per item, e.g. {example}; "
+                        f"got {type(value).__name__} {value!r}")
+    return list(value)
+
+
+def _as_weights(value: Any) -> tuple:
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            value = [float(part) for part in parts]
+        except ValueError:
+            raise ValueError(f"weights must be comma-separated numbers like 1,1,0.5; got {value!r}") from None
+    elif isinstance(value, (Mapping, set, frozenset, bytes)) or not isinstance(value, Iterable):
+        raise TypeError("weights must be a sequence of numbers, one per reward channel, e.g. (1.0, 1.0, 0.5); "
+                        f"got {type(value).__name__} {value!r}")
+    weights = tuple(check_float(f"weights[{i}]", w, minimum=0.0) for i, w in enumerate(value))
+    if not weights:
+        raise ValueError("weights is empty: give one finite weight >= 0 per reward channel, not all 0")
+    return weights
+
+
+def _as_module_names(value: Any) -> tuple:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    names = _sequence("lora_target_modules", value, "('q_proj', 'v_proj')")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            error = TypeError if not isinstance(name, str) else ValueError
+            raise error(f"lora_target_modules[{i}] must be a non-empty module name such as 'q_proj', got {name!r}")
+    return tuple(name.strip() for name in names)
+
+
+def _as_reporters(value: Any) -> tuple:
+    names = [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else \
+        _sequence("report_to", value, "('jsonl', 'tensorboard')")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"report_to entries must be logger names ({', '.join(REPORTERS)}), got {name!r}")
+        if name not in REPORTERS:
+            raise ValueError(f"report_to has {name!r}{did_you_mean(name, REPORTERS)}; "
+                             f"choose from {', '.join(REPORTERS)}")
+    # jsonl always runs (history.jsonl is what resume and the plots read)
+    return tuple(dict.fromkeys(["jsonl", *names]))
+
+
+_DEVICE_PATTERN = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
+
+
+def _as_device(value: Any) -> str:
+    if type(value).__name__ == "device":  # a torch.device: its text form is what torch parses back
+        value = str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {value!r}")
+    if not _DEVICE_PATTERN.fullmatch(value.strip()):
+        raise ValueError(f"device={value!r}; use auto, cpu, cuda, cuda:N or mps")
+    return value.strip()
+
+
+def _as_rule_entries(value: Any) -> tuple:
+    """``conditioning`` as a tuple of rules (a single rule given alone is wrapped)."""
+    from multireward_grpo.advantage import Conditioning
+
+    if value is None:
+        return ()
+    single = isinstance(value, (str, Mapping, Conditioning)) or (
+        isinstance(value, (tuple, list)) and len(value) > 0 and isinstance(value[0], numbers.Number))
+    entries = [value] if single else _sequence("conditioning", value, "('0:1', '0:2:subgroup')")
+    # copies, so a caller's later edit of its list or dict cannot change a validated config
+    return tuple(tuple(e) if isinstance(e, list) else dict(e) if isinstance(e, Mapping) else e for e in entries)
+
+
+def _rule_as_plain(rule: Any) -> Any:
+    """A conditioning entry in JSON/TOML-ready form (text stays text)."""
+    if isinstance(rule, str):
+        return rule
+    if isinstance(rule, tuple):
+        return list(rule)
+    return dict(rule) if isinstance(rule, Mapping) else asdict(rule)
+
+
+_FIELD_COERCIONS = {
+    "weights": _as_weights,
+    "conditioning": _as_rule_entries,
+    "lora_target_modules": _as_module_names,
+    "report_to": _as_reporters,
+    "device": _as_device,
+    "model": lambda value: _path_text("model", value),
+    "out_dir": lambda value: _path_text("out_dir", value),
+    "resume_from": lambda value: _path_text("resume_from", value, optional=True),
+}
+
+
+# --------------------------------------------------------------------------- conditioning rules
+
+_RULE_FORMAT = "use GATE:TARGET[:METHOD[:GAMMA]] with channel indices, e.g. 0:1, 0:2:subgroup or 0:1:zero_fill:0.3"
+_METHODS = ("zero_fill", "subgroup")
+
+
+def parse_conditioning_rule(rule: Any, n_channels: Optional[int] = None):
+    """One conditioning rule as a :class:`~multireward_grpo.advantage.Conditioning`, checked.
+
+    Parameters
+    ----------
+    rule : str, tuple, dict or Conditioning
+        ``"GATE:TARGET[:METHOD[:GAMMA]]"`` (e.g. ``"0:1"``, ``"0:2:subgroup"``,
+        ``"0:1:zero_fill:0.3"``), a ``(gate, target[, method])`` tuple, a dict
+        of Conditioning fields, or a Conditioning.
+    n_channels : int, optional
+        The number of reward channels; when given, both indices must be below it.
+
+    Returns
+    -------
+    Conditioning
+
+    Raises
+    ------
+    ValueError, TypeError
+        Malformed text, a negative channel index (refused, not wrapped: ``-1``
+        would otherwise let a rule gate a channel by itself), an index
+        ``>= n_channels``, a gate equal to the target, or a bad method/gamma;
+        the message quotes the rule.
+    """
+    from multireward_grpo.advantage import Conditioning
+
+    label = f"conditioning rule {rule!r}"
+    if isinstance(rule, Conditioning):
+        _check_rule_channels(label, rule.gate, rule.target, n_channels)
+        return rule
+    kwargs = _rule_fields(rule, label)
+    _check_rule_channels(label, kwargs["gate"], kwargs["target"], n_channels)
+    method = kwargs.get("method", "zero_fill")
+    if method not in _METHODS:
+        raise ValueError(f"{label}: unknown method {method!r}{did_you_mean(method, _METHODS)}; "
+                         f"use {' or '.join(_METHODS)}")
+    try:
+        return Conditioning(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{label}: {err}") from None
+
+
+def _rule_fields(rule: Any, label: str) -> dict:
+    if isinstance(rule, str):
+        return _rule_text_fields(rule, label)
+    if isinstance(rule, Mapping):
+        missing = [key for key in ("gate", "target") if key not in rule]
+        if missing:
+            raise ValueError(f"{label} has no {' or '.join(missing)}; give at least gate and target")
+        return dict(rule)
+    if isinstance(rule, (tuple, list)) and 2 <= len(rule) <= 3:
+        return dict(zip(("gate", "target", "method"), rule))
+    raise TypeError(f"cannot read {label}: give a 'GATE:TARGET[:METHOD[:GAMMA]]' string, a (gate, target[, method]) "
+                    "tuple, a dict of Conditioning fields or a Conditioning")
+
+
+def _rule_text_fields(text: str, label: str) -> dict:
+    parts = [part.strip() for part in text.split(":")]
+    if not 2 <= len(parts) <= 4:
+        raise ValueError(f"{label}: {_RULE_FORMAT}")
+    try:
+        fields_ = {"gate": int(parts[0]), "target": int(parts[1])}
+    except ValueError:
+        raise ValueError(f"{label}: GATE and TARGET must be integers; {_RULE_FORMAT}") from None
+    if len(parts) > 2:
+        fields_["method"] = parts[2]
+    if len(parts) > 3:
+        try:
+            fields_["gamma"] = float(parts[3])
+        except ValueError:
+            raise ValueError(f"{label}: GAMMA must be a number in [0, 1], got {parts[3]!r}; {_RULE_FORMAT}") from None
+    return fields_
+
+
+def _check_rule_channels(label: str, gate: Any, target: Any, n_channels: Optional[int]) -> None:
+    indices = {"gate": check_channel_index(f"{label}: gate", gate),
+               "target": check_channel_index(f"{label}: target", target)}
+    if n_channels is not None:
+        for name, index in indices.items():
+            if index >= n_channels:
+                raise ValueError(f"{label}: {name}={index} but the weights give {n_channels} channels "
+                                 f"(valid indices 0..{n_channels - 1})")
+    if indices["gate"] == indices["target"]:
+        raise ValueError(f"{label}: the gate and the target must be different channels "
+                         "(GATE:TARGET counts channel TARGET only where channel GATE passes)")
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _read_config_file(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a directory; give a .toml, .yaml/.yml or .json file")
     suffix = path.suffix.lower()
-    if suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib
-            except ImportError:
-                raise ImportError("reading TOML on Python 3.10 needs tomli: pip install tomli") from None
-
-        data = tomllib.loads(path.read_text())
-        data = data.get("grpo", data)
-    elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ImportError("reading YAML configs needs PyYAML: pip install pyyaml (or use a .toml file)") from None
-        data = yaml.safe_load(path.read_text()) or {}
-    elif suffix == ".json":
-        data = json.loads(path.read_text())
-    else:
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not UTF-8 text") from None
+    data = _parse_config_text(path, suffix, text)
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a table of options")
+        raise ValueError(f"config file {path} must hold a table of options, not {type(data).__name__}")
     return data
+
+
+def _parse_config_text(path: Path, suffix: str, text: str):
+    """The parsed file; a syntax error becomes one ValueError line naming the file and the line."""
+    if suffix == ".toml":
+        tomllib = _toml_module()
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"could not parse config file {path}: {_one_line(err)}") from None
+        return data.get("grpo", data)
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"could not parse config file {path}: line {err.lineno}, column {err.colno}: "
+                             f"{err.msg}") from None
+    try:
+        import yaml
+    except ImportError:
+        raise ImportError("reading YAML configs needs PyYAML: pip install pyyaml (or use a .toml file)") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or _one_line(err)
+        raise ValueError(f"could not parse config file {path}: {where}{problem}") from None
+
+
+def _toml_module():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ImportError("reading TOML on Python 3.10 needs tomli: pip install tomli") from None
+    return tomllib
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())

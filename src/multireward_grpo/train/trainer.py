@@ -306,6 +306,9 @@ class GRPOTrainer:
         self.prompts = prompt_items(prompts, config.system_prompt)
         self.eval_prompts = prompt_items([] if eval_prompts is None else eval_prompts, config.system_prompt,
                                          name="eval_prompts", allow_empty=True)
+        if config.eval_every and not self.eval_prompts:
+            raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
+                             "to GRPOTrainer, or set eval_every=0")
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
