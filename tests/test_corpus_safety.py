@@ -4,10 +4,12 @@ import hashlib
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
 
+from multireward_grpo.cli import main
 from multireward_grpo.generation import (
     MockBackend,
     load_corpus,
@@ -397,3 +399,48 @@ def test_missing_file_is_file_not_found(tmp_path):
     for load in (load_corpus, load_long_table, load_rollouts):
         with pytest.raises(FileNotFoundError, match="no such file"):
             load(tmp_path / "missing.jsonl")
+
+
+# ----------------------------------------------------------------------------- CLI: analyze FILE, prop1 --file
+
+
+def _cli(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err, command):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"multireward-grpo {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+@pytest.mark.parametrize("how", ["none", "nan", "absent"])
+def test_cli_refuses_a_missing_reward(tmp_path, capsys, suffix, how):
+    path = _write(_with_missing(_long_rows(), how), tmp_path / f"t{suffix}")
+    for argv in (["analyze", str(path), "--n-resamples", "0"], ["prop1", "--file", str(path)]):
+        code, _, err = _cli(capsys, argv)
+        line = _one_error_line(err, argv[0])
+        assert code == 2
+        assert f"row {MISSING_ROW} (prompt 1, seed 1, rollout 2) has no value for channel 'length'" in line
+
+
+def test_cli_analyze_drop_incomplete_keeps_the_channel(tmp_path, capsys):
+    path = _write(_with_missing(_long_rows(), "none"), tmp_path / "t.jsonl")
+    code, out, _ = _cli(capsys, ["analyze", str(path), "--n-resamples", "0", "--drop-incomplete", "--json"])
+    assert code == 0
+    (result,) = json.loads(out)["results"]
+    assert result["P"] == P - 1 and len(result["w"]) == 2  # prompt 1 left out, both channels analysed
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_cli_analyze_refuses_unreadable_files_in_one_line(tmp_path, capsys, kind):
+    path, message = _make_bad_files(tmp_path)[kind]
+    code, _, err = _cli(capsys, ["analyze", str(path)])
+    line = _one_error_line(err, "analyze")
+    assert code == 2
+    assert re.search(message, line), line
+    assert line.count(str(path.name)) <= 2  # one clear message, not the same error twice

@@ -188,22 +188,48 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     _add_analysis_options(parser)
 
 
-def _load(path: str, channels):
-    """Our corpus files, or any rollout table load_rollouts knows (the released GSM8K/fintech schemas)."""
-    from multireward_grpo.generation import load_corpus, load_rollouts
+_FIX_MISSING = "fix the file: every rollout needs a value for every channel"
 
-    if not Path(path).exists():
+
+def _load(path: str, channels, *, nan_policy: str = "raise", missing_advice: str = _FIX_MISSING):
+    """Our corpus files, or any rollout table load_rollouts knows (the released GSM8K/fintech schemas).
+
+    Problems of the file itself (a folder, not JSON lines, not Parquet, a
+    missing reward under ``nan_policy="raise"``) raise at once with the
+    loader's message; ``missing_advice`` says what a command line user can do
+    about a missing reward.
+    """
+    from multireward_grpo.generation.corpus import MissingRewardError
+
+    source = Path(path)
+    if source.is_dir():
+        raise ValueError(f"{path} is a directory; give a .jsonl or .parquet rollout file")
+    if not source.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if not channels:
+    try:
+        return _read_rollouts(path, channels, nan_policy)
+    except MissingRewardError as err:
+        raise ValueError(f"{err.what}; {missing_advice}") from None
+
+
+def _read_rollouts(path: str, channels, nan_policy: str):
+    from multireward_grpo.generation import load_corpus, load_rollouts
+    from multireward_grpo.generation.corpus import MissingRewardError, RolloutFileError
+
+    if channels:
+        return load_rollouts(path, channels=channels, nan_policy=nan_policy).to_corpus()
+    try:
+        return load_corpus(path, nan_policy=nan_policy)
+    except (RolloutFileError, MissingRewardError):
+        raise
+    except (ValueError, KeyError) as corpus_error:
         try:
-            return load_corpus(path)
-        except (ValueError, KeyError) as corpus_error:
-            try:
-                return load_rollouts(path).to_corpus()
-            except (ValueError, KeyError) as rollouts_error:
-                raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
-                                 f"({rollouts_error})") from None
-    return load_rollouts(path, channels=channels).to_corpus()
+            return load_rollouts(path, nan_policy=nan_policy).to_corpus()
+        except (RolloutFileError, MissingRewardError):
+            raise
+        except (ValueError, KeyError) as rollouts_error:
+            raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
+                             f"({rollouts_error})") from None
 
 
 def _tensor(corpus, m: int, drop_incomplete: bool):
@@ -223,7 +249,9 @@ def _tensor(corpus, m: int, drop_incomplete: bool):
 def run_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
-    corpus = _load(args.file, args.channels)
+    # --drop-incomplete leaves prompts with a missing reward out (in _tensor), so the loader keeps them as NaN
+    corpus = _load(args.file, args.channels, nan_policy="propagate" if args.drop_incomplete else "raise",
+                   missing_advice=_FIX_MISSING + ", or pass --drop-incomplete to leave such prompts out")
     sizes = args.m or list(corpus.m_grid)
     missing = [m for m in sizes if m not in corpus.m_grid]
     if missing:
