@@ -47,7 +47,7 @@ def _assert_one_line_error(code, err, command, fragment):
 BAD_COMMAND_LINES = [
     # analyze: paths that are not rollout files, and every float flag
     ("analyze {folder}", "is a directory"),
-    ("analyze {arrays}", "the first row is a JSON list, not an object"),
+    ("analyze {arrays}", "is a JSON array, expected an object"),
     ("analyze {arrays} --tol -1", "argument --tol: must be > 0, got '-1'"),
     ("analyze {arrays} --tol nan", "argument --tol: must be a finite number, got 'nan'"),
     ("analyze {arrays} --tau2 0", "argument --tau2: must be > 0"),

@@ -177,10 +177,13 @@ def test_duplicate_rows_are_an_error(tmp_path):
         load_rollouts(write(rows + [rows[1]], tmp_path / "g.jsonl"))
 
 
-def test_nan_rewards_are_kept_not_dropped(tmp_path):
+def test_nan_rewards_raise_by_default_and_are_kept_under_propagate(tmp_path):
     rows = gsm8k_rows()
     rows[5]["correctness"] = None  # a failed scoring
-    data = load_rollouts(write(rows, tmp_path / "g.jsonl"))
+    path = write(rows, tmp_path / "g.jsonl")
+    with pytest.raises(ValueError, match=r"row 5 \(prompt 11, seed 1, rollout 1\) has no value for channel 'correct"):
+        load_rollouts(path)
+    data = load_rollouts(path, nan_policy="propagate")
     p, k, j = [3, 7, 11].index(rows[5]["prompt_idx"]), rows[5]["seed_idx"], rows[5]["rollout_idx"]
     assert np.isnan(data.rewards[p, k, j, 0]) and np.isnan(data.rewards).sum() == 1
 

@@ -48,30 +48,14 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def _load_input(path: str, channels):
-    """``_load`` behind the checks that make a wrong path one clear error line.
+def _load_input(path: str, channels, **kwargs):
+    """``_load`` with a KeyError from a loader (a missing field) turned into a ValueError naming the file.
 
-    A directory, or a JSONL file whose rows are not JSON objects, is refused
-    before the loaders run; a KeyError from a loader (a missing field) becomes
-    a ValueError naming the file.
+    The loaders themselves refuse a directory, an empty file or rows that are
+    not JSON objects with one clear message (``RolloutFileError``).
     """
-    import json
-
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"{path} is a directory; give a corpus or rollout table file (.jsonl or .parquet)")
-    if target.suffix.lower() == ".jsonl" and target.is_file():
-        with target.open("rb") as lines:
-            first = next((line for line in lines if line.strip()), b"")
-        try:
-            row = json.loads(first) if first else {}
-        except ValueError:
-            row = {}  # the loader reports the damaged line itself
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: the first row is a JSON {type(row).__name__}, not an object; give a corpus "
-                             "saved by save_corpus or a long table with one JSON object per rollout")
     try:
-        return _load(path, channels)
+        return _load(path, channels, **kwargs)
     except KeyError as err:
         raise ValueError(f"could not read {path}: it has no field {err}") from None
 
@@ -227,22 +211,48 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     _add_analysis_options(parser)
 
 
-def _load(path: str, channels):
-    """Our corpus files, or any rollout table load_rollouts knows (the released GSM8K/fintech schemas)."""
-    from multireward_grpo.generation import load_corpus, load_rollouts
+_FIX_MISSING = "fix the file: every rollout needs a value for every channel"
 
-    if not Path(path).exists():
+
+def _load(path: str, channels, *, nan_policy: str = "raise", missing_advice: str = _FIX_MISSING):
+    """Our corpus files, or any rollout table load_rollouts knows (the released GSM8K/fintech schemas).
+
+    Problems of the file itself (a folder, not JSON lines, not Parquet, a
+    missing reward under ``nan_policy="raise"``) raise at once with the
+    loader's message; ``missing_advice`` says what a command line user can do
+    about a missing reward.
+    """
+    from multireward_grpo.generation.corpus import MissingRewardError
+
+    source = Path(path)
+    if source.is_dir():
+        raise ValueError(f"{path} is a directory; give a .jsonl or .parquet rollout file")
+    if not source.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if not channels:
+    try:
+        return _read_rollouts(path, channels, nan_policy)
+    except MissingRewardError as err:
+        raise ValueError(f"{err.what}; {missing_advice}") from None
+
+
+def _read_rollouts(path: str, channels, nan_policy: str):
+    from multireward_grpo.generation import load_corpus, load_rollouts
+    from multireward_grpo.generation.corpus import MissingRewardError, RolloutFileError
+
+    if channels:
+        return load_rollouts(path, channels=channels, nan_policy=nan_policy).to_corpus()
+    try:
+        return load_corpus(path, nan_policy=nan_policy)
+    except (RolloutFileError, MissingRewardError):
+        raise
+    except (ValueError, KeyError) as corpus_error:
         try:
-            return load_corpus(path)
-        except (ValueError, KeyError) as corpus_error:
-            try:
-                return load_rollouts(path).to_corpus()
-            except (ValueError, KeyError) as rollouts_error:
-                raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
-                                 f"({rollouts_error})") from None
-    return load_rollouts(path, channels=channels).to_corpus()
+            return load_rollouts(path, nan_policy=nan_policy).to_corpus()
+        except (RolloutFileError, MissingRewardError):
+            raise
+        except (ValueError, KeyError) as rollouts_error:
+            raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
+                             f"({rollouts_error})") from None
 
 
 def _tensor(corpus, m: int, drop_incomplete: bool):
@@ -262,7 +272,9 @@ def _tensor(corpus, m: int, drop_incomplete: bool):
 def run_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
-    corpus = _load_input(args.file, args.channels)
+    # --drop-incomplete leaves prompts with a missing reward out (in _tensor), so the loader keeps them as NaN
+    corpus = _load_input(args.file, args.channels, nan_policy="propagate" if args.drop_incomplete else "raise",
+                         missing_advice=_FIX_MISSING + ", or pass --drop-incomplete to leave such prompts out")
     sizes = args.m or list(corpus.m_grid)
     missing = [m for m in sizes if m not in corpus.m_grid]
     if missing:

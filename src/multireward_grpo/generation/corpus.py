@@ -52,13 +52,32 @@ within its group), one float column per channel, and optionally ``m`` or
 ``m`` column) and stores the JSONL header as JSON under the schema metadata
 key ``multireward_grpo.corpus``; :func:`load_corpus` reads both, and
 :func:`load_long_table` reads any long table (e.g. a Hugging Face rollout
-dataset). Loaded long tables may contain NaN rewards (failed scorings); they
-are kept, for the analysis' ``nan_policy`` to decide.
+dataset).
+
+Missing rewards
+---------------
+A reward cell that is null, NaN or absent (a JSON row without the key) is a
+*missing* reward, and its column is still a channel. The loaders follow
+scipy's ``nan_policy``: ``"raise"`` (the default) refuses the table, naming the
+first such row; ``"propagate"`` and ``"omit"`` keep the reward as NaN in the
+corpus: the loaders compute no statistics, so the difference shows downstream
+(an estimator called with ``nan_policy="omit"`` leaves that rollout out of its
+group's statistics). A JSONL corpus stores a missing reward as ``null``.
+Infinite rewards are always an error.
+
+Files on disk
+-------------
+:func:`save_corpus` writes through a unique temporary file in the target's
+folder and renames it into place (:func:`multireward_grpo._fileio.atomic_writer`).
+``run_corpus(out=path)`` only appends to a file that is a checkpoint of the
+same run (same header), and refuses any other file, unchanged, as well as a
+symbolic link.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -69,10 +88,14 @@ from typing import Any
 
 import numpy as np
 
-from multireward_grpo._validate import check_int
+from multireward_grpo._fileio import atomic_write, atomic_writer, open_append, refuse_symlink
+from multireward_grpo._validate import check_choice, check_int
+from multireward_grpo.advantage import NAN_POLICIES
 
 __all__ = [
     "Corpus",
+    "MissingRewardError",
+    "RolloutFileError",
     "load_corpus",
     "load_long_table",
     "pack_for_analysis",
@@ -90,6 +113,28 @@ _FSYNC_EVERY = 64
 _DATA_EXTRA = 'pip install "multireward-grpo[data]"'
 
 Key = tuple  # (prompt_idx, seed_idx, m)
+_NAN_ADVICE = ("fix the table, or pass nan_policy='propagate' to keep it as NaN (or nan_policy='omit', for "
+               "estimators that then leave it out of its group's statistics)")
+_LONG_FORMAT = "expected an object with prompt_idx/seed_idx/rollout_idx/channel fields: see the long format in README"
+
+
+class RolloutFileError(ValueError):
+    """A file that is no rollout corpus or table in any layout: a folder, an empty file,
+    lines that are not JSON objects, a ``.parquet`` file that is not Parquet."""
+
+
+class MissingRewardError(ValueError):
+    """A reward cell without a value under ``nan_policy="raise"``.
+
+    Attributes
+    ----------
+    what : str
+        Where it is, e.g. ``"row 17 (prompt 3, seed 2, rollout 5) has no value for channel 'length'"``.
+    """
+
+    def __init__(self, what: str, advice: str = _NAN_ADVICE):
+        super().__init__(f"{what}; {advice}")
+        self.what = what
 
 
 class Corpus:
@@ -369,21 +414,26 @@ def _dumps(obj: Any) -> bytes:
 
 def _group_line(key: Key, rewards: np.ndarray, texts: tuple | None) -> dict:
     p, s, m = key
-    line = {"prompt_idx": p, "seed_idx": s, "m": m, "rewards": rewards.tolist()}
+    # JSON has no NaN: a missing reward (kept under nan_policy='propagate') is stored as null
+    cells = [[None if math.isnan(v) else v for v in row] for row in rewards.tolist()]
+    line = {"prompt_idx": p, "seed_idx": s, "m": m, "rewards": cells}
     if texts is not None:
         line["completions"] = list(texts)
     return line
 
 
 class _Appender:
-    """Appends JSON lines; flushes every line, fsyncs every few and on close."""
+    """Appends JSON lines to an existing checkpoint; flushes every line, fsyncs every few and on close.
 
-    def __init__(self, path: Path, header: dict | None):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "ab")  # noqa: SIM115 - held open across the whole run
+    ``keep_bytes`` cuts a torn last line off first (through the open handle,
+    which refuses a symlink, so no other file can be cut).
+    """
+
+    def __init__(self, path: Path, keep_bytes: int | None = None):
+        self.f = open_append(path, binary=True)
         self.unsynced = 0
-        if header is not None:
-            self.write(header)
+        if keep_bytes is not None and self.f.seek(0, os.SEEK_END) > keep_bytes:
+            self.f.truncate(keep_bytes)
             self.sync()
 
     def write(self, obj: dict) -> None:
@@ -405,40 +455,92 @@ class _Appender:
             self.f.close()
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], int, bool]:
-    """Parse complete lines; return ``(objects, bytes of complete lines, truncated)``.
+def _check_source_file(path: Path) -> None:
+    """FileNotFoundError / RolloutFileError unless ``path`` is a file to read."""
+    if path.is_dir():
+        raise RolloutFileError(f"{path} is a directory; give a .jsonl or .parquet rollout file")
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
 
-    A last chunk without a newline is a crash artifact and is left out; a
-    corrupt line before it is real damage and raises.
-    """
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    objs = []
-    for lineno, raw in enumerate(data[:end].splitlines(), start=1):
+
+def _parse_lines(data: bytes, path: Path) -> list[tuple[int, Any]]:
+    """``(line number, JSON value)`` of every non-blank line of ``data``; a corrupt line raises."""
+    parsed = []
+    for lineno, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            objs.append(json.loads(raw))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {lineno} is not valid JSON ({err.msg}); the file is damaged, "
-                             "fix or delete that line") from None
-    return objs, end, end < len(data)
+            parsed.append((lineno, json.loads(raw)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            why = getattr(err, "msg", None) or "not UTF-8 text"
+            raise RolloutFileError(f"{path}: line {lineno} is not valid JSON ({why}); a rollout file holds one "
+                                   "JSON object per line: fix or delete that line") from None
+    return parsed
 
 
-def _parse_groups(lines: list[dict], header: dict, path: Path) -> tuple[dict, dict]:
+def _read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], bool]:
+    """Parse a JSONL file: ``(numbered values, truncated)``.
+
+    A last chunk without a newline is kept when it parses (many writers end a
+    JSONL file without one); otherwise it is a crash artifact (a torn write)
+    and is left out with ``truncated`` True. A corrupt line before it is real
+    damage and raises.
+    """
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = _parse_lines(data[:end], path)
+    tail = data[end:]
+    if not tail.strip():
+        return lines, False
+    try:
+        lines.append((data[:end].count(b"\n") + 1, json.loads(tail)))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return lines, True
+    return lines, False
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if value is None:
+        return "JSON null"
+    return "a JSON number"
+
+
+def _jsonl_objects(path: Path) -> tuple[list[tuple[int, Any]], bool]:
+    """The numbered JSON objects of a JSONL rollout file and whether its last line was torn off."""
+    lines, truncated = _read_jsonl(path)
+    if not lines:
+        raise RolloutFileError(f"{path} is empty (no JSON lines); expected a rollout corpus or a long table, "
+                               "one JSON object per line")
+    for lineno, value in lines:
+        if not isinstance(value, dict):
+            raise RolloutFileError(f"line {lineno} of {path} is {_json_kind(value)}, {_LONG_FORMAT}")
+    return lines, truncated
+
+
+def _parse_groups(lines: list[tuple[int, dict]], header: dict, path: Path,
+                  nan_policy: str = "raise") -> tuple[dict, dict]:
     """Group lines to ``(groups, completions)`` after checking each against the header."""
     P, R = len(header["prompts"]), len(header["channels"])
     seeds = set(header["seed_indices"])
     groups, texts = {}, {}
-    for n, line in enumerate(lines, start=2):
+    for n, line in lines:
         try:
             key = (int(line["prompt_idx"]), int(line["seed_idx"]), int(line["m"]))
-            rewards = np.array(line["rewards"], dtype=np.float64)
+            rewards = np.array(line["rewards"], dtype=np.float64)  # null -> NaN
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: line {n} is not a group line ({err!r})") from None
         if not (0 <= key[0] < P and key[1] in seeds and rewards.shape == (key[2], R)):
             raise ValueError(f"{path}: line {n} (prompt {key[0]}, seed {key[1]}, m {key[2]}, rewards shape "
                              f"{rewards.shape}) does not fit the header (P={P}, R={R})")
+        _check_rewards(rewards, header["channels"], rows=np.full(key[2], n), prompt=np.full(key[2], key[0]),
+                       seed=np.full(key[2], key[1]), rollout=np.arange(key[2]), nan_policy=nan_policy,
+                       source=str(path), unit="line")
         if key in groups and not np.array_equal(groups[key], rewards, equal_nan=True):
             raise ValueError(f"{path}: group (prompt {key[0]}, seed {key[1]}, m {key[2]}) appears twice "
                              "with different rewards; the file mixes two runs")
@@ -459,22 +561,62 @@ def _check_header(header: Any, path: Path) -> dict:
 _RESUME_FIELDS = ("channels", "prompts", "golds", "seed_indices", "m_grid", "subsample_from_max")
 
 
-def _resume(path: Path, header: dict) -> tuple[dict, dict, dict | None]:
-    """Groups already in checkpoint ``path``: ``(groups, completions, its header or None)``."""
+def _not_a_corpus(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path} exists and is not a rollout corpus ({why}); run_corpus only appends to a checkpoint "
+                      "of the same run: choose another out= path or delete it")
+
+
+def _without_whitespace(data: bytes) -> bytes:
+    return data.translate(None, b" \t\r\n")
+
+
+def _checkpoint_header(path: Path, data: bytes, header: dict) -> dict | None:
+    """The header of the checkpoint in ``data`` (which must be this run's), or None to start afresh.
+
+    None only for a torn first line that is the start of this run's header
+    (a crash while the header was written); anything else that is not a
+    header of this run raises, before the file is touched.
+    """
+    newline = data.find(b"\n")
+    if newline < 0:
+        torn = _without_whitespace(data)
+        if torn and _without_whitespace(_dumps(header)).startswith(torn):
+            return None
+        raise _not_a_corpus(path, "it is empty" if not data.strip() else "it holds no complete header line")
+    try:
+        first = json.loads(data[:newline])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _not_a_corpus(path, "its first line is not JSON") from None
+    if not isinstance(first, dict) or first.get("format") != FORMAT:
+        raise _not_a_corpus(path, f"its first line is not a {FORMAT} header")
+    old = _check_header(first, path)
+    _check_same_run(old, header, path)
+    return old
+
+
+def _resume(path: Path, header: dict) -> tuple[dict, dict, dict | None, int]:
+    """Groups already in checkpoint ``path``: ``(groups, completions, its header or None, bytes to keep)``.
+
+    Every check runs before the file is modified: a file that is not a
+    checkpoint of this run raises and stays byte-for-byte as it was.
+    """
+    refuse_symlink(path, "rollout checkpoint")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give run_corpus a .jsonl file path as out=")
     if not path.exists():
-        return {}, {}, None
-    objs, good_bytes, truncated = _read_jsonl(path)
-    if truncated:
+        return {}, {}, None, 0
+    data = path.read_bytes()
+    old = _checkpoint_header(path, data, header)
+    if old is None:
+        warnings.warn(f"{path}: its header line was torn off (interrupted write); starting the checkpoint afresh",
+                      UserWarning, stacklevel=3)
+        return {}, {}, None, 0
+    end = data.rfind(b"\n") + 1
+    groups, texts = _parse_groups(_parse_lines(data[:end], path)[1:], old, path)
+    if end < len(data):
         warnings.warn(f"{path}: dropped a truncated last line (interrupted write); its group is regenerated",
                       UserWarning, stacklevel=3)
-        os.truncate(path, good_bytes)
-    if not objs:
-        os.truncate(path, 0)
-        return {}, {}, None
-    old = _check_header(objs[0], path)
-    _check_same_run(old, header, path)
-    groups, texts = _parse_groups(objs[1:], old, path)
-    return groups, texts, old
+    return groups, texts, old, end
 
 
 def _check_same_run(old: dict, new: dict, path: Path) -> None:
@@ -486,6 +628,23 @@ def _check_same_run(old: dict, new: dict, path: Path) -> None:
             f"{path} holds a different run (differs in: {', '.join(fields)}); resume with the same "
             "prompts, backend, m_grid, K_seeds and subsample_from_max, or write to a new out path"
         )
+
+
+def _open_checkpoint(out: str | os.PathLike, corpus: Corpus) -> _Appender:
+    """Load what checkpoint ``out`` already holds into ``corpus``; return the appender for the rest."""
+    path = Path(out)
+    if path.suffix.lower() == ".parquet":
+        raise ValueError(f"run_corpus checkpoints are JSONL, not Parquet: give a .jsonl out= path (got {path.name!r}), "
+                         "then save_corpus(corpus, 'corpus.parquet') for a Parquet copy")
+    header = corpus.header()
+    groups, texts, old, keep_bytes = _resume(path, header)
+    if old is None:
+        atomic_write(path, _dumps(header))  # the header lands whole or not at all
+    else:
+        corpus.metadata = old.get("metadata", {})
+    corpus.groups.update(groups)
+    corpus.completions.update(texts)
+    return _Appender(path, keep_bytes if old is not None else None)
 
 
 # --------------------------------------------------------------------------- run_corpus
@@ -514,7 +673,10 @@ def run_corpus(backend: Any, prompts_with_gold: Sequence, m_grid: Sequence[int] 
         Progress bar on stderr (tqdm when installed). None: only on a TTY.
     out : path, optional
         JSONL checkpoint. Finished groups are appended as they come; rerunning
-        with the same arguments skips them (see the module docstring).
+        with the same arguments skips them (see the module docstring). An
+        existing file that is not a checkpoint of this very run (another
+        file, another run's corpus), a symbolic link and a ``.parquet`` path
+        are refused with a ValueError and left unchanged.
     metadata : dict, optional
         Extra JSON metadata stored with the corpus (a resumed run keeps the
         file's).
@@ -530,16 +692,7 @@ def run_corpus(backend: Any, prompts_with_gold: Sequence, m_grid: Sequence[int] 
     corpus = Corpus(prompts=prompts, golds=golds, channel_names=channels, seed_indices=range(K), m_grid=m_grid,
                     groups={}, subsample_from_max=subsample_from_max,
                     metadata={**(metadata or {}), "backend": _backend_info(backend)})
-    header = corpus.header()
-    appender = None
-    if out is not None:
-        path = Path(out)
-        groups, texts, old = _resume(path, header)
-        if old is not None:
-            corpus.metadata = old.get("metadata", {})
-        corpus.groups.update(groups)
-        corpus.completions.update(texts)
-        appender = _Appender(path, header if old is None else None)
+    appender = None if out is None else _open_checkpoint(out, corpus)
     try:
         _generate_missing(backend, corpus, appender, progress)
     finally:
@@ -643,27 +796,26 @@ def _suffix(path: Path) -> str:
 def save_corpus(corpus: Corpus, path: str | os.PathLike) -> Path:
     """Write ``corpus`` to ``.jsonl`` (header + group lines) or ``.parquet`` (long table).
 
-    The file is written to a temporary name and renamed, so a crash never
-    leaves a half-written corpus under ``path``. Returns the path.
+    The file is written to a unique temporary file in the same folder, fsynced
+    and renamed onto ``path``, so a crash never leaves a half-written corpus
+    under ``path`` nor a temporary file behind; a symbolic link at ``path`` is
+    replaced by the file, its target is never written. Returns the path.
     """
     path = Path(path)
     suffix = _suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if suffix == ".jsonl":
-        _save_jsonl(corpus, tmp)
-    else:
-        _save_parquet(corpus, tmp)
-    os.replace(tmp, path)
+    if suffix == ".parquet":
+        _require_pyarrow()  # before the temporary file exists
+    with atomic_writer(path, "wb") as f:
+        if suffix == ".jsonl":
+            _save_jsonl(corpus, f)
+        else:
+            _save_parquet(corpus, f)
     return path
 
 
-def _save_jsonl(corpus: Corpus, path: Path) -> None:
-    with open(path, "wb") as f:
-        f.write(_dumps(corpus.header()))
-        f.writelines(_dumps(_group_line(k, corpus.groups[k], corpus.completions.get(k))) for k in sorted(corpus.groups))
-        f.flush()
-        os.fsync(f.fileno())
+def _save_jsonl(corpus: Corpus, f) -> None:
+    f.write(_dumps(corpus.header()))
+    f.writelines(_dumps(_group_line(k, corpus.groups[k], corpus.completions.get(k))) for k in sorted(corpus.groups))
 
 
 def _require_pyarrow():
@@ -692,35 +844,59 @@ def _long_columns(corpus: Corpus) -> dict[str, np.ndarray | list]:
     return cols
 
 
-def _save_parquet(corpus: Corpus, path: Path) -> None:
+def _save_parquet(corpus: Corpus, f) -> None:
     pa, pq = _require_pyarrow()
     table = pa.table(_long_columns(corpus))
     meta = {PARQUET_KEY: json.dumps(corpus.header(), ensure_ascii=False).encode("utf-8")}
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    pq.write_table(table.replace_schema_metadata(meta), f)
 
 
-def load_corpus(path: str | os.PathLike) -> Corpus:
+def _check_nan_policy(nan_policy: Any) -> str:
+    return check_choice("nan_policy", nan_policy, NAN_POLICIES)
+
+
+def load_corpus(path: str | os.PathLike, *, nan_policy: str = "raise") -> Corpus:
     """Read a corpus written by :func:`save_corpus` or :func:`run_corpus`, or a long table.
 
     A ``.jsonl`` file with a header line is a corpus / checkpoint (a truncated
     last line is ignored with a warning; the file is not modified); without
-    one, it is read as a long table, one JSON row per rollout. A ``.parquet``
-    file uses its embedded header when present, else it is a long table (see
-    :func:`load_long_table`).
+    one, it is read as a long table, one JSON object per rollout. A
+    ``.parquet`` file uses its embedded header when present, else it is a long
+    table (see :func:`load_long_table`).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.jsonl`` or ``.parquet`` file.
+    nan_policy : {"raise", "propagate", "omit"}, default "raise"
+        What a missing reward (null, NaN, absent) does: ``"raise"`` names its
+        row or line; the others keep it as NaN (see the module docstring).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    RolloutFileError
+        ``path`` is a folder, is empty, holds lines that are not JSON objects,
+        or is not a Parquet file.
+    MissingRewardError
+        A missing reward under ``nan_policy="raise"``.
+    ValueError
+        Any other layout problem (a line that is not JSON, missing columns ...).
     """
+    nan_policy = _check_nan_policy(nan_policy)
     path = Path(path)
+    _check_source_file(path)
     if _suffix(path) == ".parquet":
-        return _load_parquet(path)
-    objs, _, truncated = _read_jsonl(path)
+        return _load_parquet(path, nan_policy)
+    lines, truncated = _jsonl_objects(path)
     if truncated:
         warnings.warn(f"{path}: ignored a truncated last line (interrupted write)", UserWarning, stacklevel=2)
-    if not objs:
-        raise ValueError(f"{path} holds no complete JSON line")
-    if isinstance(objs[0], dict) and "format" in objs[0]:
-        header = _check_header(objs[0], path)
-        groups, texts = _parse_groups(objs[1:], header, path)
+    if "format" in lines[0][1]:
+        header = _check_header(lines[0][1], path)
+        groups, texts = _parse_groups(lines[1:], header, path, nan_policy)
         return _from_header(header, groups, texts)
-    return load_long_table({k: [row.get(k) for row in objs] for k in objs[0]})
+    return _long_table(_rows_to_columns(lines), where=str(path), nan_policy=nan_policy)
 
 
 def _from_header(header: dict, groups: dict, texts: dict) -> Corpus:
@@ -730,27 +906,49 @@ def _from_header(header: dict, groups: dict, texts: dict) -> Corpus:
                   metadata=header.get("metadata"))
 
 
-def _load_parquet(path: Path) -> Corpus:
-    _, pq = _require_pyarrow()
-    table = pq.read_table(path)
+def _read_parquet(path: Path):
+    pa, pq = _require_pyarrow()
+    try:
+        return pq.read_table(path)
+    except pa.ArrowInvalid as err:
+        why = str(err).split("': ", 1)[-1]  # pyarrow repeats the path first
+        raise RolloutFileError(f"{path} is not a Parquet file ({why}); give a .parquet table written by "
+                               "save_corpus, or a long table") from None
+
+
+def _load_parquet(path: Path, nan_policy: str) -> Corpus:
+    table = _read_parquet(path)
     raw = (table.schema.metadata or {}).get(PARQUET_KEY)
     if raw is None:
-        return load_long_table(table)
-    header = _check_header(json.loads(raw), path)
-    long = load_long_table(table, channels=header["channels"])
+        return _long_table(table.to_pydict(), where=str(path), nan_policy=nan_policy)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RolloutFileError(f"{path}: the {FORMAT} header in its Parquet metadata is not valid JSON") from None
+    header = _check_header(header, path)
+    long = _long_table(table.to_pydict(), where=str(path), channels=header["channels"], nan_policy=nan_policy)
     prompt_pos = {int(q): i for i, q in enumerate(long.metadata["prompt_idx_values"])}
     groups = {(prompt_pos[p], s, m): a for (p, s, m), a in long.groups.items()}
     texts = {(prompt_pos[p], s, m): t for (p, s, m), t in long.completions.items()}
     return _from_header(header, groups, texts)
 
 
+def _rows_to_columns(lines: list[tuple[int, dict]]) -> dict[str, list]:
+    """Columns of JSON rows; a key absent from a row is a missing cell (None) there, wherever it first appears."""
+    names = dict.fromkeys(key for _, row in lines for key in row)
+    return {name: [row.get(name) for _, row in lines] for name in names}
+
+
 def _columns_of(source: Any) -> dict[str, list | np.ndarray]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        _check_source_file(path)
         if _suffix(path) == ".parquet":
-            return _require_pyarrow()[1].read_table(path).to_pydict()
-        objs, _, _ = _read_jsonl(path)
-        return {k: [row.get(k) for row in objs] for k in (objs[0] if objs else {})}
+            return _read_parquet(path).to_pydict()
+        lines, truncated = _jsonl_objects(path)
+        if truncated:
+            warnings.warn(f"{path}: ignored a truncated last line (interrupted write)", UserWarning, stacklevel=3)
+        return _rows_to_columns(lines)
     if type(source).__module__.startswith("pandas"):
         return source.to_dict(orient="list")
     if hasattr(source, "to_pydict"):  # pyarrow.Table
@@ -763,21 +961,104 @@ def _columns_of(source: Any) -> dict[str, list | np.ndarray]:
                     "a pyarrow Table or a pandas DataFrame")
 
 
-def _infer_channels(cols: dict) -> list[str]:
-    names = []
-    for name, values in cols.items():
-        if name in _RESERVED:
-            continue
+# --------------------------------------------------------------------------- reward columns
+
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _is_missing(cell: Any) -> bool:
+    """A cell without a value: None (JSON null, Parquet null), NaN, or pandas' NA / NaT."""
+    if cell is None:
+        return True
+    if isinstance(cell, (float, np.floating)):
+        return bool(np.isnan(cell))
+    return type(cell).__name__ in ("NAType", "NaTType")
+
+
+def _column_array(values: Any) -> np.ndarray:
+    """A 1-d array of a column; cells that are lists or mixed types stay Python objects."""
+    if isinstance(values, np.ndarray):
+        return values
+    try:
         arr = np.asarray(values)
-        if arr.ndim == 1 and arr.dtype.kind in "biuf":
-            names.append(name)
+    except ValueError:  # ragged nested lists
+        arr = None
+    if arr is None or arr.ndim != 1:
+        arr = np.fromiter(values, dtype=object, count=len(values))
+    return arr
+
+
+def _is_numeric_column(values: Any) -> bool:
+    """Numbers (bools included) apart from missing cells; a column with no value at all is not numeric.
+
+    A null in a JSON or Parquet column makes it an object column: judging the
+    dtype alone would drop the whole channel for one missing reward.
+    """
+    arr = _column_array(values)
+    if arr.ndim != 1:
+        return False
+    if arr.dtype.kind in "biuf":
+        return True
+    if arr.dtype.kind != "O":
+        return False
+    present = [cell for cell in arr.tolist() if not _is_missing(cell)]
+    return bool(present) and all(isinstance(cell, _NUMBERS) for cell in present)
+
+
+def _float_column(values: Any, name: str) -> np.ndarray:
+    """A reward column as float64, missing cells as NaN."""
+    arr = _column_array(values)
+    if arr.ndim == 1 and arr.dtype.kind in "biuf":
+        return arr.astype(np.float64)
+    try:
+        if arr.ndim != 1:
+            raise ValueError
+        out = np.asarray([np.nan if _is_missing(cell) else cell for cell in arr.tolist()], dtype=np.float64)
+        if out.ndim != 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"channel column {name!r} is not numeric; pass channels=[...] naming numeric "
+                         "columns") from None
+    return out
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def _check_rewards(values: np.ndarray, channels: Sequence[str], *, rows: np.ndarray, prompt: np.ndarray,
+                   seed: np.ndarray, rollout: np.ndarray, nan_policy: str, source: str | None = None,
+                   unit: str = "row") -> None:
+    """Refuse infinite rewards always and missing (NaN) ones under ``nan_policy="raise"``.
+
+    ``values`` is ``(n, R)``; ``rows``, ``prompt``, ``seed``, ``rollout`` are
+    ``(n,)`` and say where each row came from, for the message.
+    """
+    bad = np.isinf(values) if nan_policy != "raise" else ~np.isfinite(values)
+    if not bad.any():
+        return
+    i, c = (int(x) for x in np.argwhere(bad)[0])
+    place = (f"{f'{source}: ' if source else ''}{unit} {int(rows[i])} (prompt {_cell_text(prompt[i])}, "
+             f"seed {_cell_text(seed[i])}, rollout {_cell_text(rollout[i])})")
+    if np.isinf(values[i, c]):
+        raise ValueError(f"{place} has an infinite value for channel {channels[c]!r}; rewards must be finite "
+                         "(score a failed rollout with a finite value, or leave it empty: a missing reward)")
+    missing = int(np.isnan(values).sum())
+    raise MissingRewardError(f"{place} has no value for channel {channels[c]!r}"
+                             + (f" ({missing} missing rewards in all)" if missing > 1 else ""))
+
+
+def _infer_channels(cols: dict) -> list[str]:
+    names = [name for name, values in cols.items() if name not in _RESERVED and _is_numeric_column(values)]
     if not names:
         raise ValueError(f"no numeric reward columns found among {list(cols)}; pass channels=[...]")
     return names
 
 
 def load_long_table(source: Any, *, channels: Sequence[str] | None = None,
-                    subsample_from_max: bool = False) -> Corpus:
+                    subsample_from_max: bool = False, nan_policy: str = "raise") -> Corpus:
     """A corpus from a long table: one row per rollout.
 
     Parameters
@@ -787,11 +1068,17 @@ def load_long_table(source: Any, *, channels: Sequence[str] | None = None,
         columns, optionally ``m`` / ``group_size_m``, ``prompt`` (or
         ``prompt_id``), ``gold``, ``completion``.
     channels : sequence of str, optional
-        Reward columns, in channel order. Default: every numeric column that
-        is not one of the names above, in table order.
+        Reward columns, in channel order. Default: every column that is not
+        one of the names above and holds numbers apart from missing cells, in
+        table order.
     subsample_from_max : bool, default False
         Whether a smaller ``m`` may be taken as the first rollouts of a larger
         group (see the module docstring).
+    nan_policy : {"raise", "propagate", "omit"}, default "raise"
+        What a missing reward (null, NaN, absent key) does: ``"raise"``
+        refuses the table, naming the row (counted from 0 in table order) and
+        its prompt, seed and rollout; ``"propagate"`` and ``"omit"`` keep it as
+        NaN for the estimators' ``nan_policy``. Infinite rewards always raise.
 
     Returns
     -------
@@ -800,10 +1087,18 @@ def load_long_table(source: Any, *, channels: Sequence[str] | None = None,
         index seen (a seed missing for *all* prompts cannot be detected).
         ``metadata["prompt_idx_values"]`` keeps the original prompt indices.
     """
-    cols = _columns_of(source)
+    nan_policy = _check_nan_policy(nan_policy)
+    where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    return _long_table(_columns_of(source), where=where, channels=channels, subsample_from_max=subsample_from_max,
+                       nan_policy=nan_policy)
+
+
+def _long_table(cols: dict, *, where: str | None, channels: Sequence[str] | None = None,
+                subsample_from_max: bool = False, nan_policy: str = "raise") -> Corpus:
     absent = [c for c in _INDEX_COLUMNS if c not in cols]
     if absent:
-        raise ValueError(f"long table lacks columns {absent}; it has {list(cols)}")
+        raise ValueError(f"{where or 'the long table'} is not a rollout table: it lacks columns {absent}; it has "
+                         f"{list(cols)} (see the long format in README)")
     channels = list(channels) if channels is not None else _infer_channels(cols)
     if not channels:
         raise ValueError("channels is empty; name at least one reward column")
@@ -812,7 +1107,9 @@ def load_long_table(source: Any, *, channels: Sequence[str] | None = None,
         raise ValueError(f"channels {unknown} are not columns of the table ({list(cols)})")
     idx = {c: _int_column(cols[c], c) for c in _INDEX_COLUMNS}
     m_name = next((c for c in _M_COLUMNS if c in cols), None)
-    values = np.column_stack([np.asarray(cols[c], dtype=np.float64) for c in channels])
+    values = np.column_stack([_float_column(cols[c], c) for c in channels])
+    _check_rewards(values, channels, rows=np.arange(len(values)), prompt=idx["prompt_idx"], seed=idx["seed_idx"],
+                   rollout=idx["rollout_idx"], nan_policy=nan_policy, source=where)
     groups, texts = _group_rows(idx, None if m_name is None else _int_column(cols[m_name], m_name),
                                 values, cols.get("completion"))
     prompt_values = np.unique(idx["prompt_idx"])

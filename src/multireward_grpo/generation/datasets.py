@@ -45,8 +45,12 @@ Rules
   ``ValueError`` naming the prompts and what they miss, unless
   ``drop_incomplete=True``, which leaves those prompts out and lists them in
   :attr:`RolloutData.dropped`. Nothing is ever zero-filled. A seed missing
-  for *every* prompt cannot be detected. NaN rewards (failed scorings) are
-  kept, for the analysis' ``nan_policy`` to decide.
+  for *every* prompt cannot be detected.
+* **Missing rewards.** A reward cell that is null, NaN or absent keeps its
+  column a channel; ``nan_policy="raise"`` (the default) refuses the table,
+  naming the row, ``"propagate"`` and ``"omit"`` keep it as NaN in
+  :attr:`RolloutData.rewards` for the estimators' ``nan_policy`` (see
+  :mod:`multireward_grpo.generation.corpus`). Infinite rewards always raise.
 * **Several models.** A table with several values in ``model`` needs
   ``model=`` to pick one.
 * **Per-prompt fields** (question, gold answer, scenario fields) are taken
@@ -64,7 +68,16 @@ from typing import Any
 
 import numpy as np
 
-from multireward_grpo.generation.corpus import Corpus, _columns_of
+from multireward_grpo.generation.corpus import (
+    Corpus,
+    RolloutFileError,
+    _check_nan_policy,
+    _check_rewards,
+    _column_array,
+    _columns_of,
+    _float_column,
+    _is_numeric_column,
+)
 
 __all__ = ["SCHEMAS", "DataUnavailableError", "RolloutData", "Schema", "load_rollouts"]
 
@@ -231,7 +244,8 @@ def _corpus_prompt(pid: Any, info: dict, spec: Schema) -> Any:
 
 def load_rollouts(source: Any, *, channels: Sequence[str] | None = None, model: str | None = None,
                   m: int | None = None, drop_incomplete: bool = False, schema: str | None = None,
-                  config: str | None = None, split: str = "train", revision: str | None = None) -> RolloutData:
+                  config: str | None = None, split: str = "train", revision: str | None = None,
+                  nan_policy: str = "raise") -> RolloutData:
     """Load a long-format rollout table as ``(P, K, m, R)`` rewards.
 
     Parameters
@@ -258,6 +272,11 @@ def load_rollouts(source: Any, *, channels: Sequence[str] | None = None, model: 
         Force a schema instead of detecting it from the columns.
     config, split, revision : str, optional
         Hub dataset configuration, split (default ``"train"``) and revision.
+    nan_policy : {"raise", "propagate", "omit"}, default "raise"
+        What a missing reward (null, NaN or absent) in a used rollout does:
+        ``"raise"`` refuses the table, naming the row (counted from 0 in table
+        order) with its prompt, seed and rollout; ``"propagate"`` and
+        ``"omit"`` keep it as NaN for the estimators' ``nan_policy``.
 
     Returns
     -------
@@ -267,19 +286,25 @@ def load_rollouts(source: Any, *, channels: Sequence[str] | None = None, model: 
     ------
     ValueError
         Unknown schema or channels, non-integer indices, duplicate rows,
-        several models without ``model=``, or incomplete groups.
+        several models without ``model=``, incomplete groups, a missing
+        reward under ``nan_policy="raise"`` (``MissingRewardError``), or a
+        file that is no rollout table (``RolloutFileError``: empty, lines that
+        are not JSON objects, not Parquet, none of the schemas' columns).
     FileNotFoundError
         ``source`` looks like a path that does not exist.
     DataUnavailableError
         A Hub id could not be loaded (offline, ``datasets`` missing, ...).
     """
+    nan_policy = _check_nan_policy(nan_policy)
     cols, origin, meta = _read_source(source, config=config, split=split, revision=revision)
-    spec = _detect_schema(cols, schema)
+    spec = _detect_schema(cols, schema, origin)
     chosen, keep, models = _pick_model(cols, model)
+    row_numbers = np.arange(len(cols[spec.prompt_key])) if keep is None else np.flatnonzero(keep)
     if keep is not None:
-        cols = {name: _as_array(values)[keep] for name, values in cols.items()}
+        cols = {name: _column_array(values)[keep] for name, values in cols.items()}
     names = _channels(cols, spec, channels)
-    packed = _pack(cols, spec, names, m=_check_m(m))
+    packed = _pack(cols, spec, names, m=_check_m(m), nan_policy=nan_policy, row_numbers=row_numbers,
+                   origin=origin)
     meta = {**meta, "prompt_key": spec.prompt_key, "m_available": packed["m_available"], "models": models}
     return _finish(packed, spec, names, drop_incomplete=drop_incomplete, model=chosen, origin=origin, meta=meta)
 
@@ -385,7 +410,7 @@ def _concat(parts: list[dict]) -> dict:
 # --------------------------------------------------------------------------- columns
 
 
-def _detect_schema(cols: dict, schema: str | None) -> Schema:
+def _detect_schema(cols: dict, schema: str | None, origin: str) -> Schema:
     if schema is not None:
         if schema not in SCHEMAS:
             raise ValueError(f"unknown schema {schema!r}; choose from {sorted(SCHEMAS)}")
@@ -398,21 +423,9 @@ def _detect_schema(cols: dict, schema: str | None) -> Schema:
         spec = SCHEMAS["generic"]
     absent = [c for c in (spec.prompt_key, *_INDEX) if c not in cols]
     if absent:
-        raise ValueError(f"the table lacks columns {absent} of the {spec.name!r} rollout schema; it has {list(cols)}")
+        raise RolloutFileError(f"{origin} is not a rollout table: it lacks columns {absent} of the {spec.name!r} "
+                               f"rollout schema; it has {list(cols)} (see the long format in README)")
     return spec
-
-
-def _as_array(values: Any) -> np.ndarray:
-    """A 1-d array of a column; cells that are lists or mixed types stay Python objects."""
-    if isinstance(values, np.ndarray):
-        return values
-    try:
-        arr = np.asarray(values)
-    except ValueError:  # ragged nested lists
-        arr = None
-    if arr is None or arr.ndim != 1:
-        arr = np.fromiter(values, dtype=object, count=len(values))
-    return arr
 
 
 def _pick_model(cols: dict, model: str | None) -> tuple[str | None, np.ndarray | None, list]:
@@ -421,7 +434,7 @@ def _pick_model(cols: dict, model: str | None) -> tuple[str | None, np.ndarray |
         if model is not None:
             raise ValueError(f"model={model!r} was given but the table has no 'model' column")
         return None, None, []
-    names = _as_array(cols["model"])
+    names = _column_array(cols["model"])
     found = list(dict.fromkeys(names.tolist()))
     if model is None:
         if len(found) > 1:
@@ -445,7 +458,7 @@ def _channels(cols: dict, spec: Schema, channels: Sequence[str] | None) -> list[
     elif spec.channels:
         names = list(spec.channels)
     else:
-        names = [c for c in cols if c not in _reserved(spec) and _is_numeric(cols[c])]
+        names = [c for c in cols if c not in _reserved(spec) and _is_numeric_column(cols[c])]
         if not names:
             raise ValueError(f"no numeric reward columns among {list(cols)}; pass channels=[...]")
     unknown = [c for c in names if c not in cols]
@@ -453,18 +466,6 @@ def _channels(cols: dict, spec: Schema, channels: Sequence[str] | None) -> list[
         raise ValueError(f"channels {unknown} are not columns of this {spec.name} table ({list(cols)}); "
                          "pass channels=[...]")
     return names
-
-
-def _is_numeric(values: Any) -> bool:
-    arr = _as_array(values)
-    return arr.ndim == 1 and arr.dtype.kind in "biuf"
-
-
-def _floats(values: Any, name: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)  # None (JSON null) becomes NaN: a failed scoring
-    except (TypeError, ValueError):
-        raise ValueError(f"channel column {name!r} is not numeric") from None
 
 
 def _ints(values: Any, name: str) -> np.ndarray:
@@ -490,7 +491,7 @@ def _check_m(m: Any) -> int | None:
 
 def _codes(values: Any, name: str) -> tuple[list, np.ndarray]:
     """Prompt keys and per-row positions: ints ascending, other keys by first appearance."""
-    arr = _as_array(values)
+    arr = _column_array(values)
     if arr.dtype.kind in "iuf":
         uniq, codes = np.unique(_ints(arr, name), return_inverse=True)
         return [int(u) for u in uniq], codes
@@ -533,8 +534,13 @@ def _group_size(cols: dict, spec: Schema, group: np.ndarray, rollout: np.ndarray
     return (sizes[0] if m is None else m), sizes[-1]
 
 
-def _pack(cols: dict, spec: Schema, names: list[str], *, m: int | None) -> dict:
-    """Scatter rows into ``(P, K, m, R)`` with a presence mask; never fills a gap."""
+def _pack(cols: dict, spec: Schema, names: list[str], *, m: int | None, nan_policy: str,
+          row_numbers: np.ndarray, origin: str) -> dict:
+    """Scatter rows into ``(P, K, m, R)`` with a presence mask; never fills a gap.
+
+    ``row_numbers`` maps each row of ``cols`` to its row in the source table
+    (they differ once one model's rows are selected), for error messages.
+    """
     ids, prompt = _codes(cols[spec.prompt_key], spec.prompt_key)
     seed_values, seed = np.unique(_ints(cols["seed_idx"], "seed_idx"), return_inverse=True)
     rollout = _ints(cols["rollout_idx"], "rollout_idx")
@@ -547,7 +553,10 @@ def _pack(cols: dict, spec: Schema, names: list[str], *, m: int | None) -> dict:
     counts = np.bincount(cell, minlength=P * K * used)
     if np.any(counts > 1):
         raise ValueError(_duplicate_message(int(np.argmax(counts > 1)), ids, seed_values, K, used, spec))
-    values = np.column_stack([_floats(cols[c], c)[rows] for c in names])
+    values = np.column_stack([_float_column(cols[c], c)[rows] for c in names])
+    keys = np.fromiter(ids, dtype=object, count=len(ids))
+    _check_rewards(values, names, rows=row_numbers[rows], prompt=keys[prompt[rows]], seed=seed_values[seed[rows]],
+                   rollout=rollout[rows], nan_policy=nan_policy, source=origin)
     rewards = np.full((P * K * used, len(names)), np.nan)
     rewards[cell] = values
     first = np.unique(prompt, return_index=True)[1]
@@ -562,7 +571,7 @@ def _completions(cols: dict, spec: Schema, rows: np.ndarray, cell: np.ndarray, P
     if spec.completion is None or spec.completion not in cols:
         return None
     out = np.full(P * K * used, None, dtype=object)
-    out[cell] = _as_array(cols[spec.completion]).astype(object)[rows]
+    out[cell] = _column_array(cols[spec.completion]).astype(object)[rows]
     return out.reshape(P, K, used)
 
 
