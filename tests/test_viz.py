@@ -518,3 +518,12 @@ def test_cli_train_and_eval_plots_name_model_and_mode(tmp_path, monkeypatch, cap
     assert _report_eval(evals, evals["base"].channel_names, args) == 0
     assert "org/base-model" in chart[0]["title"] and "fintech" in chart[0]["title"]
     capsys.readouterr()
+
+
+def test_describe_corpus_names_file_backend_and_model():
+    from types import SimpleNamespace
+
+    real = SimpleNamespace(metadata={"backend": {"backend": "hf", "model": "Qwen/Qwen2.5-0.5B-Instruct", "seed": 0}})
+    assert viz.describe_corpus(real, "/data/run1/rollouts.parquet") == "rollouts.parquet, hf, Qwen/Qwen2.5-0.5B-Instruct"
+    assert viz.describe_corpus(SimpleNamespace(metadata={}), None) == "corpus"
+    assert viz.describe_corpus(SimpleNamespace(metadata={"backend": "odd"}), "c.jsonl") == "c.jsonl"

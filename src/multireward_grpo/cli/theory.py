@@ -224,6 +224,8 @@ def _tensor(corpus, m: int, drop_incomplete: bool):
 def run_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from multireward_grpo.viz import describe_corpus
+
     corpus = _load(args.file, args.channels)
     sizes = args.m or list(corpus.m_grid)
     missing = [m for m in sizes if m not in corpus.m_grid]
@@ -233,8 +235,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     tensors = {m: _tensor(corpus, m, args.drop_incomplete) for m in sizes}
     results = _analyze_all(tensors, w, args)
     failures = [f for r in results for f in _ratio_failures(r, args.tol)] if args.tol is not None else []
-    from multireward_grpo.viz import describe_corpus
-
     return _report(results, failures, args, list(corpus.channel_names), args.tol, describe_corpus(corpus, args.file))
 
 
