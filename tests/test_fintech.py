@@ -20,6 +20,7 @@ from multireward_grpo.examples.fintech import (
     EVAL_SEED,
     PERSONAS,
     SCENARIO_TYPES,
+    SYSTEM_PROMPT,
     FintechRewardConfig,
     FintechRewardFunction,
     Scenario,
@@ -113,8 +114,8 @@ CASES = [
     ("You can dispute the charge.", None, 1, 0, 0.5, "without metadata, a vague step earns 0.5"),
     ("Hi Elena, I understand your concern. Your refund will definitely arrive by Friday.", None, 0, 0, 0,
      "'will definitely arrive' promises an outcome"),
-    ("Hi Wei, your available balance is $1,250.40 as of this morning.", "balance_inquiry", 1, THIRD, 1,
-     "a stated balance answers a balance question"),
+    ("Hi Wei, your available balance is $1,250.40 as of this morning.", "balance_inquiry", 0, 0, 0,
+     "discloses a balance in chat; the gate zeroes politeness and a stated figure is no step"),
     ("Hi Grace! Your card has been blocked and a replacement is on its way within 5 business days. Have a great day!",
      None, 1, TWO_THIRDS, 1, "passive 'has been blocked' is a performed action"),
     ("We appreciate your patience \U0001F60A", None, 1, THIRD, 0, "an emoji is not terminal punctuation"),
@@ -124,6 +125,61 @@ CASES = [
      "card_declined", 1, 0, 1, "raising the limit fixes a decline"),
     ("We're not going to guarantee anything, and I'd suggest calling us at 1-800-555-0199.", None, 1, 0, 1,
      "'not going to guarantee' is negated; a recommended call with a number is concrete"),
+    # Claimed outcomes: the assistant can submit a request, not decide it (the system prompt's policy).
+    ("Hi Sam, thank you for your patience. I've waived the late fee for you.", "payment_delay", 0, 0, 1,
+     "claims a fee waived; action does not depend on compliance"),
+    ("Good news, your refund has been approved and will arrive within 5 business days.", "refund_dispute", 0, 0, 1,
+     "claims a refund approved"),
+    ("I'm sorry about that. The charge has been reversed.", "billing", 0, 0, 1, "claims a charge reversed"),
+    ("I've raised your daily limit to $5,000, so please try the card again.", "card_declined", 0, 0, 1,
+     "claims a limit raised"),
+    ("No problem, I've cancelled it.", None, 0, 0, 1, "claims 'I've cancelled it'"),
+    ("Thank you. We'll refund the $45.00 to your account by Friday.", None, 0, 0, 1, "claims a future refund"),
+    ("I can't promise anything, but we've waived the fee.", None, 0, 0, 1,
+     "claims a waiver after 'but': the negation stays in its own clause"),
+    ("Hello! Your credit limit has been increased to $8,000.", None, 0, 0, 1, "claims a limit increased (passive)"),
+    ("Of course, I can waive that fee for you.", "billing", 0, 0, 1, "'I can waive' promises a decided outcome"),
+    ("Would you like me to cancel the card?", "lost_card", 0, 0, 1,
+     "an offer of an outcome only the bank decides (cancelling) still promises it"),
+    # Account data stated in chat.
+    ("Thanks for asking. Your account number is 0012345678.", None, 0, 0, 0, "discloses an account number"),
+    ("The card number on file is 4532 1234 5678 9012.", None, 0, 0, 0, "discloses a full card number"),
+    ("Sure, it's 4532-1234-5678-9012.", None, 0, 0, 0, "discloses a card number without naming it"),
+    ("Your SSN is 123-45-6789.", None, 0, 0, 0, "discloses an SSN"),
+    ("Hello, the address on file is 42 Elm Street, Springfield, IL 62704.", "contact_update", 0, 0, 0,
+     "discloses a full address"),
+    ("Your PIN is 4821; please keep it safe.", None, 0, 0, 0, "discloses a PIN"),
+    ("Your temporary password is Blue2024, and you can change it in the app.", None, 0, 0, 1,
+     "discloses a password"),
+    ("Hi, you currently have $3,402.17 available in your checking account.", "balance_inquiry", 0, 0, 0,
+     "discloses a balance without the word 'balance'"),
+    # Offers of one specific next step are actions.
+    ("I'm sorry to hear that. Would you like me to set up a payment plan?", "payment_plan", 1, THIRD, 1,
+     "an offer of one specific step is the best action"),
+    ("Would you like me to set up a payment plan?", None, 1, 0, 1, "an offer without metadata is a concrete step"),
+    ("I understand. I can open a dispute for you.", "refund_dispute", 1, THIRD, 1, "an offer to open a dispute"),
+    ("Let me freeze your card right now.", "lost_card", 1, 0, 1, "'let me freeze' offers a step"),
+    ("Shall I send you a replacement card?", "lost_card", 1, 0, 1, "'shall I' offers a step"),
+    # Near misses that must stay compliant.
+    ("I can't guarantee the fee will be waived, but I can submit a request.", None, 1, 0, 1,
+     "near miss: a negated guarantee of a waiver, then a request"),
+    ("For your security I won't share your account number. You can see it in the app under Accounts > Details.", None,
+     1, 0, 1, "near miss: refusing to share the account number"),
+    ("Thank you. Your request has been submitted for review.", None, 1, THIRD, 1,
+     "near miss: a submitted request claims no outcome"),
+    ("If your dispute is approved, the charge will be reversed within 10 business days.", "refund_dispute", 1, 0, 0,
+     "near miss: a conditional outcome is not a claim"),
+    ("The fee hasn't been waived yet, but I've submitted a waiver request.", "billing", 1, 0, 1,
+     "near miss: a negated waiver and a submitted request"),
+    ("I haven't cancelled anything yet. Would you like me to block the card?", "lost_card", 1, 0, 1,
+     "near miss: a negated cancellation and an offer to block the card"),
+    ("I've blocked your card ending in 4821.", "lost_card", 1, 0, 1, "near miss: the last four digits are masked"),
+    ("You can check your balance in the app under Accounts.", "balance_inquiry", 1, 0, 1,
+     "near miss: pointing to the balance is the best action"),
+    ("Your refund may be credited within 10 business days once the merchant confirms.", None, 1, 0, 0,
+     "near miss: 'may' and 'once' hedge the outcome"),
+    ("You can call us at 1-800-555-0199 about your statement balance.", None, 1, 0, 1,
+     "near miss: a phone number is not an account number"),
 ]
 
 
@@ -145,7 +201,8 @@ def test_table_is_large_and_covers_the_known_weaknesses():
     assert len(CASES) >= 30
     assert len({case[0] for case in CASES}) >= 30
     reasons = " ".join(case[5] for case in CASES)
-    for topic in ("overlap", "account number", "routing number", "cut off", "negated guarantee"):
+    for topic in ("overlap", "account number", "routing number", "cut off", "negated guarantee", "claims",
+                  "discloses", "offer", "near miss"):
         assert topic in reasons
 
 
@@ -180,6 +237,51 @@ def test_negated_guarantee():
     assert reward_compliance("We guarantee a refund.") == 0.0
     assert reward_compliance("A refund isn't guaranteed.") == 1.0
     assert reward_compliance("A refund is guaranteed.") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "rule"),
+    [
+        ("I've waived the fee.", "outcome_claim"),
+        ("The charge was reversed this morning.", "outcome_claim"),
+        ("Your loan application has been approved.", "outcome_claim"),
+        ("We've closed your savings account.", "outcome_claim"),
+        ("I've removed the late fee.", "outcome_claim"),
+        ("Your balance is $1,250.40.", "account_data"),
+        ("Your routing number is 021000021.", "account_data"),
+        ("Your Social Security number is 123456789.", "account_data"),
+        ("We have your address as 7 Harbor Road, Dover.", "account_data"),
+    ],
+)
+def test_policy_rules_name_what_fired(reply, rule):
+    assert [v.rule for v in find_violations(reply)] == [rule]
+
+
+def test_gate_zeroes_politeness_whenever_compliance_is_zero():
+    fn = FintechRewardFunction()
+    non_compliant = [case for case in CASES if case[2] == 0]
+    assert len(non_compliant) >= 20
+    # The gate must have something to remove: several of these replies are polite before it.
+    assert sum(reward_politeness(case[0]) > 0 for case in non_compliant) >= 5
+    for reply, scenario_type, *_ in non_compliant:
+        assert fn(reply, {"scenario_type": scenario_type})[1] == 0.0, reply
+
+
+def test_system_prompt_states_every_compliance_rule():
+    """The model is told the policy it is scored on: each rule has its words in the system prompt."""
+    prompt = SYSTEM_PROMPT.lower()
+    stated = {
+        "guarantee": ("guarantee",),
+        "outcome_claim": ("fee waived", "refund approved", "charge reversed", "limit raised", "cancelled"),
+        "investment_advice": ("investment advice",),
+        "credential_request": ("never ask for", "pins", "passwords", "routing numbers"),
+        "other_customer": ("other customers",),
+        "account_data": ("balances", "account or card numbers", "social security numbers", "addresses"),
+        "legal_threat": ("legal action",),
+        "action offers": ("offer",),
+    }
+    missing = {rule: [w for w in words if w not in prompt] for rule, words in stated.items()}
+    assert not any(missing.values()), missing
 
 
 def test_action_depends_on_scenario_type_only_through_metadata():

@@ -304,3 +304,226 @@ def test_training_curves_check_their_input(tmp_path):
     del broken[5]["mean_channel_2"]
     with pytest.raises(ValueError, match="mean_channel_2"):
         viz.plot_training_curves(broken, tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------- saving: atomic, never through a link
+
+
+def _draw_each(tmp_path):
+    """One call per plot function, each writing to the path it is given."""
+    from multireward_grpo.train.evaluation import EvalResult
+
+    results = _results_1_over_m([4, 8])
+    gammas = np.linspace(0.0, 1.0, 5)
+    evals = {"base": EvalResult(("a", "b"), np.array([0.3, 0.5]), np.array([0.02, 0.03]), 0.8, 0.04, 10, 4,
+                                np.zeros((10, 2)))}
+    return {
+        "money": lambda path: viz.plot_money_scatter(make_result(), path),
+        "mse_vs_m": lambda path: viz.plot_mse_vs_m(results, path),
+        "influence": lambda path: viz.plot_influence(make_result(), path),
+        "bias": lambda path: viz.plot_bias_vs_gamma(gammas, gammas - 0.5, np.full(5, 0.01), None, path),
+        "eval": lambda path: viz.plot_eval_comparison(evals, path),
+        "curves": lambda path: viz.plot_training_curves(_history(), path),
+    }
+
+
+@pytest.mark.parametrize("kind", ["money", "mse_vs_m", "influence", "bias", "eval", "curves"])
+def test_a_symlink_at_the_target_is_replaced_not_written_through(tmp_path, kind):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    target = tmp_path / "plots" / "figure.png"
+    target.parent.mkdir()
+    target.symlink_to(victim)
+    out = _draw_each(tmp_path)[kind](target)
+    assert out["path"] == str(target)
+    assert not target.is_symlink()
+    _assert_png(target)
+    assert victim.read_bytes() == b"keep me"
+    assert [p.name for p in target.parent.iterdir()] == ["figure.png"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".pdf", b"%PDF"), (".svg", b"<?xml"), ("", PNG_MAGIC), (".PNG", PNG_MAGIC)])
+def test_the_suffix_sets_the_format(tmp_path, suffix, magic):
+    path = tmp_path / f"figure{suffix}"
+    out = viz.plot_money_scatter(make_result(), path)
+    assert out["path"] == str(path) and path.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_an_unknown_suffix_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"'\.xyz'.*png"):
+        viz.plot_money_scatter(make_result(), tmp_path / "figure.xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_draw_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "money.png"
+    path.write_bytes(b"old figure")
+
+    def broken_savefig(self, *args, **kwargs):
+        raise RuntimeError("renderer failed")
+
+    from matplotlib.figure import Figure
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        viz.plot_money_scatter(make_result(), path)
+    assert path.read_bytes() == b"old figure"
+    assert [p.name for p in tmp_path.iterdir()] == ["money.png"]
+
+
+# --------------------------------------------------------------------------- the money plot's fit line
+
+
+def _noise_width(K, level=0.95):
+    """Full width, on the log scale, of one prompt's interval: mean of K scaled chi2(1) draws."""
+    return 2 * norm.ppf(0.5 + level / 2) * np.sqrt(2.0 / K)
+
+
+@pytest.mark.parametrize("K", [50, 200])
+def test_fit_line_only_when_predictions_span_more_than_the_seed_noise(tmp_path, K):
+    width = _noise_width(K)
+    narrow = 0.1 * np.exp(np.linspace(0.0, 0.9 * width, 12))
+    wide = 0.1 * np.exp(np.linspace(0.0, 1.1 * width, 12))
+    out = viz.plot_money_scatter(make_result(predicted_na=narrow, K=K), tmp_path / "narrow.png")
+    assert out["fit_shown"] is False
+    assert not any("fit" in label for label in out["legend"])
+    assert "span" in out["fit_reason"] and np.isfinite(out["slope"])  # the slope is still returned
+    out = viz.plot_money_scatter(make_result(predicted_na=wide, K=K), tmp_path / "wide.png")
+    assert out["fit_shown"] is True
+    assert any(label.startswith("NA least-squares fit of log realized on log predicted") for label in out["legend"])
+
+
+def test_fit_line_can_be_forced_either_way(tmp_path):
+    flat = make_result(predicted_na=np.full(6, 0.2), realized_na=[0.1, 0.2, 0.3, 0.2, 0.25, 0.2])
+    out = viz.plot_money_scatter(flat, tmp_path / "a.png", fit_line=True)
+    assert out["fit_shown"] is False and "equal" in out["fit_reason"]  # no line through one x value
+    wide = make_result(predicted_na=np.geomspace(0.01, 1.0, 8))
+    assert viz.plot_money_scatter(wide, tmp_path / "b.png", fit_line=False)["fit_shown"] is False
+    narrow = make_result(predicted_na=0.1 * np.exp(np.linspace(0, 0.01, 8)))
+    assert viz.plot_money_scatter(narrow, tmp_path / "c.png", fit_line=True)["fit_shown"] is True
+    with pytest.raises(ValueError, match="fit_line must be"):
+        viz.plot_money_scatter(wide, tmp_path / "d.png", fit_line="sometimes")
+
+
+def test_thm3_check_on_equal_prompts_draws_no_fit_line(tmp_path, monkeypatch):
+    """Every mock prompt has the same correlation: the predictions are equal up to noise."""
+    from multireward_grpo.cli import main
+
+    calls = _record(monkeypatch, "plot_money_scatter")
+    assert main(["thm3-check", "--n-prompts", "12", "--K", "100", "--plot", str(tmp_path), "--no-progress",
+                 "--n-resamples", "50"]) == 0
+    (out,) = calls
+    assert out["fit_shown"] is False
+
+
+# --------------------------------------------------------------------------- titles name what was run
+
+
+def _record(monkeypatch, name):
+    """Wrap viz.<name> so a test sees what each call returned (the CLI imports viz lazily)."""
+    calls = []
+    original = getattr(viz, name)
+
+    def wrapper(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(viz, name, wrapper)
+    return calls
+
+
+def test_titles_name_the_source(tmp_path):
+    source = "rollouts.parquet, hf, Qwen/Qwen2.5-0.5B-Instruct"
+    out = viz.plot_money_scatter(make_result(), tmp_path / "a.png", source=source)
+    assert source in out["title"] and "m=8" in out["title"]
+    out = viz.plot_mse_vs_m(_results_1_over_m([4, 8]), tmp_path / "b.png", source=source)
+    assert source in out["title"]
+    out = viz.plot_influence(make_result(), tmp_path / "c.png", source=source)
+    assert source in out["title"]
+    gammas = np.linspace(0.0, 1.0, 5)
+    out = viz.plot_bias_vs_gamma(gammas, gammas - 0.5, np.full(5, 0.01), None, tmp_path / "d.png", source="sim")
+    assert out["title"].endswith("sim")
+    out = viz.plot_money_scatter(make_result(), tmp_path / "e.png", source=source, title="mine")
+    assert out["title"] == "mine"
+
+
+def test_training_and_eval_titles_name_model_mode_and_task(tmp_path):
+    from multireward_grpo.train.evaluation import EvalResult
+
+    out = viz.plot_training_curves(_history(), tmp_path / "c.png", model="HuggingFaceTB/SmolLM2-135M-Instruct",
+                                   mode="na")
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in out["title"] and "mode na" in out["title"]
+    evals = {"base": EvalResult(("a",), np.array([0.3]), np.array([0.02]), 0.3, 0.02, 10, 4, np.zeros((10, 1)))}
+    out = viz.plot_eval_comparison(evals, tmp_path / "e.png", model="org/base-model", task="fintech")
+    assert "org/base-model" in out["title"] and "fintech" in out["title"]
+
+
+def test_a_long_source_is_shortened_in_the_middle(tmp_path):
+    source = "/very/long/" + "x" * 200 + "/model-folder"
+    title = viz.plot_training_curves(_history(), tmp_path / "c.png", model=source, mode="an")["title"]
+    assert "model-folder" in title and "…" in title and max(len(line) for line in title.splitlines()) <= 90
+
+
+def test_cli_plots_name_backend_corpus_and_model(tmp_path, monkeypatch, capsys):
+    from multireward_grpo.cli import main
+    from multireward_grpo.generation import MockBackend, run_corpus, save_corpus
+
+    money = _record(monkeypatch, "plot_money_scatter")
+    trend = _record(monkeypatch, "plot_mse_vs_m")
+    assert main(["thm3-check", "--n-prompts", "6", "--K", "30", "--m", "4,8", "--rho", "0.3", "--plot",
+                 str(tmp_path / "a"), "--no-progress", "--n-resamples", "20", "--tol", "0.5"]) in (0, 1)
+    assert all("MockBackend" in out["title"] and "rho=0.3" in out["title"] for out in money + trend)
+    corpus = run_corpus(MockBackend(C=np.eye(2), seed=1), [(f"p{i}", "0") for i in range(5)], m_grid=[4], K_seeds=20)
+    save_corpus(corpus, tmp_path / "rollouts.jsonl")
+    money.clear()
+    main(["analyze", str(tmp_path / "rollouts.jsonl"), "--plot", str(tmp_path / "b"), "--no-progress",
+          "--n-resamples", "20"])
+    assert "rollouts.jsonl" in money[0]["title"] and "MockBackend" in money[0]["title"]
+    influence = _record(monkeypatch, "plot_influence")
+    main(["prop1", "--n-groups", "50", "--m", "8", "--plot", str(tmp_path / "c")])
+    assert "simulated" in influence[0]["title"]
+    bias = _record(monkeypatch, "plot_bias_vs_gamma")
+    main(["prop4", "--n", "2000", "--gammas", "0,0.5,1.5", "--plot", str(tmp_path / "d")])
+    assert "p_a=0.6" in bias[0]["title"]
+    capsys.readouterr()
+
+
+def test_cli_train_and_eval_plots_name_model_and_mode(tmp_path, monkeypatch, capsys):
+    """The CLI hands the config's model and mode to the curves, the base model and task to the eval chart."""
+    import argparse
+
+    import multireward_grpo.train as train_pkg
+    from multireward_grpo.cli import main
+    from multireward_grpo.cli.train import _report_eval
+    from multireward_grpo.train.evaluation import EvalResult
+
+    class FakeTrainer:
+        def __init__(self, config, reward, prompts, **kwargs):
+            self.config = config
+
+        def train(self):
+            return _history(T=8)
+
+    monkeypatch.setattr(train_pkg, "GRPOTrainer", FakeTrainer)
+    curves = _record(monkeypatch, "plot_training_curves")
+    assert main(["train", "--model", "org/tiny-model", "--mode", "an", "--n-scenarios", "4",
+                 "--out-dir", str(tmp_path / "run")]) == 0
+    assert "org/tiny-model" in curves[0]["title"] and "mode an" in curves[0]["title"]
+    chart = _record(monkeypatch, "plot_eval_comparison")
+    evals = {"base": EvalResult(("compliance", "politeness", "action"), np.array([0.9, 0.4, 0.1]),
+                                np.full(3, 0.02), 1.35, 0.04, 10, 4, np.zeros((10, 3)))}
+    args = argparse.Namespace(plot=str(tmp_path / "eval"), json=True, m=4, model="org/base-model", task="fintech")
+    assert _report_eval(evals, evals["base"].channel_names, args) == 0
+    assert "org/base-model" in chart[0]["title"] and "fintech" in chart[0]["title"]
+    capsys.readouterr()
+
+
+def test_describe_corpus_names_file_backend_and_model():
+    from types import SimpleNamespace
+
+    real = SimpleNamespace(metadata={"backend": {"backend": "hf", "model": "Qwen/Qwen2.5-0.5B-Instruct", "seed": 0}})
+    assert viz.describe_corpus(real, "/data/run1/rollouts.parquet") == "rollouts.parquet, hf, Qwen/Qwen2.5-0.5B-Instruct"
+    assert viz.describe_corpus(SimpleNamespace(metadata={}), None) == "corpus"
+    assert viz.describe_corpus(SimpleNamespace(metadata={"backend": "odd"}), "c.jsonl") == "c.jsonl"

@@ -2,8 +2,16 @@
 
 Every function writes one figure to ``out_path`` (PNG unless the suffix names
 another format matplotlib knows, e.g. ``.pdf``) and returns a small dict of
-the numbers it drew, so scripts and tests can check them without reading
-pixels.
+the numbers it drew and its ``title``, so scripts and tests can check them
+without reading pixels. Figures are written through
+:func:`multireward_grpo._fileio.atomic_writer`: a unique temporary file in the
+target folder replaces the target at the end, so a failed draw leaves the old
+file and a symlink at the target is replaced, never written through.
+
+Titles name what was run: the functions that draw a run or a corpus take a
+``source`` (the corpus, backend or simulation), or ``model`` and ``mode``
+(training) or ``model`` and ``task`` (evaluation), and put it on a second
+title line; the CLI passes them.
 
 matplotlib is imported inside the functions, never at module import, so
 ``import multireward_grpo.viz`` stays light. Figures are drawn on an explicit
@@ -18,6 +26,7 @@ plot_influence      per-channel influence of each estimator (Prop 1)
 plot_bias_vs_gamma  removed bias against the model's gamma (Prop 4)
 plot_eval_comparison  held-out rewards of several models, with error bars
 plot_training_curves  rewards and KL per training step, raw and smoothed
+describe_corpus     a one-line description of a corpus for a title
 """
 
 from __future__ import annotations
@@ -32,14 +41,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from multireward_grpo.analysis.thm3 import Thm3Result
 
 __all__ = [
-    "plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter", "plot_mse_vs_m",
-    "plot_training_curves", "trailing_mean",
+    "describe_corpus", "plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter",
+    "plot_mse_vs_m", "plot_training_curves", "trailing_mean",
 ]
 
 _INSTALL_HINT = 'plotting needs matplotlib: pip install "multireward-grpo[viz]"'
 _MODE_COLORS = {"na": "tab:blue", "an": "tab:red"}
 _OTHER_COLORS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan")
 _Z95 = 1.96
+_SOURCE_WIDTH = 80  # characters of a title's source line; longer names are cut in the middle
+_DPI = 150
 
 
 # --------------------------------------------------------------------------- helpers
@@ -58,11 +69,63 @@ def _new_figure(figsize=(6.4, 4.8)):
 
 
 def _save(fig, out_path) -> str:
+    """Write ``fig`` to ``out_path`` atomically, in the format its suffix names (PNG without one)."""
+    from multireward_grpo._fileio import atomic_writer
+
     path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # bbox "tight" keeps long legends and titles from being clipped at the edge.
-    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fmt = _file_format(fig, path)
+    with atomic_writer(path, "wb") as fh:
+        # bbox "tight" keeps long legends and titles from being clipped at the edge.
+        fig.savefig(fh, format=fmt, dpi=_DPI, bbox_inches="tight")
     return str(path)
+
+
+def _file_format(fig, path: Path) -> str:
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"cannot save a figure as {path.name!r}: {path.suffix!r} is not a format matplotlib writes; "
+                         f"use one of {', '.join('.' + k for k in sorted(supported))} (e.g. .png)")
+    return fmt
+
+
+def _shorten(text: str, width: int = _SOURCE_WIDTH) -> str:
+    """``text`` cut in the middle to at most ``width`` characters, keeping both ends readable."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 3  # the end of a path or model id says more than its start
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def _title(default: str, source: str | None, title: str | None) -> str:
+    """The explicit ``title``, else ``default`` with ``source`` on a second line."""
+    if title is not None:
+        return title
+    return f"{default}\n{_shorten(source)}" if source else default
+
+
+def describe_corpus(corpus, path=None) -> str:
+    """One line naming a corpus for a plot title: its file name, backend and model.
+
+    Parameters
+    ----------
+    corpus : Corpus
+        Its ``metadata["backend"]`` (written by ``run_corpus``) names the backend
+        and, for a real model, the model.
+    path : str or path-like, optional
+        The file it was read from.
+
+    Returns
+    -------
+    str
+        e.g. ``"rollouts.jsonl, hf, Qwen/Qwen2.5-0.5B-Instruct"``; ``"corpus"`` when nothing is known.
+    """
+    backend = (getattr(corpus, "metadata", None) or {}).get("backend")
+    parts = [Path(path).name] if path is not None else []
+    if isinstance(backend, Mapping):
+        parts += [str(backend[key]) for key in ("backend", "model") if backend.get(key)]
+    return ", ".join(parts) or "corpus"
 
 
 def _color(mode: str, index: int) -> str:
@@ -142,17 +205,25 @@ def _ratio_label(result, mode: str) -> str:
 
 
 def plot_money_scatter(result: Thm3Result, out_path, title_suffix: str = "", *, title: str | None = None,
-                       drop_nonpositive: bool = False) -> dict:
+                       source: str | None = None, drop_nonpositive: bool = False, fit_line="auto") -> dict:
     """Per-prompt predicted vs realized gradient MSE on log-log axes (Theorem 3).
 
     NA (blue) is plotted at ``x = predicted['na']``, AN (red) at
     ``x = predicted['an']``, other analysed modes in other colours; the
     ``y = x`` line is where the law holds exactly. The legend gives each
-    mode's pooled ratio with its bootstrap interval, and a dashed blue line
-    the least-squares fit of ``log(realized)`` on ``log(predicted)`` for NA.
-    When the prompts' predictions span a narrow range (similar correlations
-    everywhere) that slope is dominated by seed noise; the pooled ratio is
-    then the sharper test of the law.
+    mode's pooled ratio with its bootstrap interval.
+
+    A dashed blue line, the least-squares fit of ``log(realized)`` on
+    ``log(predicted)`` for NA, is drawn only when it can say something: when
+    the prompts' predictions span a wider range than the seed noise of a
+    single prompt. A prompt's realized MSE is the mean of ``K`` values of
+    ``ĝ²``, scaled chi-square(1) draws for Gaussian scores, so on the log
+    scale it scatters with standard deviation ``sqrt(2/K)``; the line is drawn
+    when ``log(max predicted / min predicted)`` exceeds the full width
+    ``2 z sqrt(2/K)`` of that interval (``z`` from ``confidence_level``).
+    Below it (e.g. mock prompts that all share one correlation) the slope
+    would fit noise; the figure says so instead and the pooled ratio is the
+    test of the law.
 
     Parameters
     ----------
@@ -161,26 +232,38 @@ def plot_money_scatter(result: Thm3Result, out_path, title_suffix: str = "", *, 
     out_path : str or path-like
         Where to write the figure.
     title_suffix : str
-        Appended to the default title.
+        Appended to the default title's first line.
     title : str, optional
         Replaces the whole title.
+    source : str, optional
+        What the rollouts come from (corpus file, backend, model), shown on
+        the title's second line; see :func:`describe_corpus`.
     drop_nonpositive : bool
         Leave out prompts whose realized or predicted MSE is <= 0 (prompts
         whose groups are all degenerate) instead of raising; they cannot be
         placed on a log axis. The count is returned as ``n_dropped``.
+    fit_line : {"auto", True, False}
+        Draw NA's fit line by the rule above (default), always (when the
+        predictions are not all equal), or never.
 
     Returns
     -------
     dict
-        ``slope``, ``intercept``, ``r2`` (NA's log-log fit; NaN when all
-        predicted values are equal), ``n_points`` (NA prompts drawn),
-        ``n_dropped`` (mode -> prompts left out), ``ratio_pooled`` and ``ratio_ci`` (mode -> value), ``path``.
+        ``slope``, ``intercept``, ``r2`` (NA's log-log fit, computed whether
+        drawn or not; NaN when all predicted values are equal),
+        ``fit_shown`` and ``fit_reason`` (why the line is or is not drawn),
+        ``n_points`` (NA prompts drawn), ``n_dropped`` (mode -> prompts left
+        out), ``ratio_pooled`` and ``ratio_ci`` (mode -> value), ``legend``
+        (labels), ``title``, ``path``.
 
     Raises
     ------
     ValueError
-        On mismatched lengths, no prompts, or MSEs <= 0 without ``drop_nonpositive``.
+        On mismatched lengths, no prompts, MSEs <= 0 without
+        ``drop_nonpositive``, or an unknown ``fit_line``.
     """
+    if fit_line not in ("auto", True, False):
+        raise ValueError(f"fit_line must be 'auto', True or False; got {fit_line!r}")
     fig = _new_figure((7.0, 6.0))
     ax = fig.add_subplot()
     drawn, n_dropped = {}, {}
@@ -191,19 +274,45 @@ def plot_money_scatter(result: Thm3Result, out_path, title_suffix: str = "", *, 
     slope, intercept, r2 = _loglog_fit(*drawn["na"])
     lo, hi = _span(np.concatenate([np.concatenate(v) for v in drawn.values()]))
     ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, label="y = x (law holds)")
-    if np.isfinite(slope):
+    shown, reason = _fit_decision(fit_line, drawn["na"][0], result)
+    if shown:
         xs = np.array([lo, hi])
         ax.plot(xs, np.exp(intercept) * xs**slope, "--", color="tab:blue", lw=1,
-                label=f"NA fit: slope {slope:.3f}, R² = {r2:.3f}")
+                label=f"NA least-squares fit of log realized on log predicted: slope {slope:.3f}, R² = {r2:.3f}")
+    else:
+        ax.text(0.98, 0.02, f"no fit line: {reason}", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize="x-small", color="0.35", wrap=True)
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi),
            xlabel="predicted gradient MSE per prompt", ylabel="realized gradient MSE per prompt (mean over seeds)")
     m, P, K = getattr(result, "m", "?"), getattr(result, "P", len(drawn["na"][0])), getattr(result, "K", "?")
-    default = f"Theorem 3: predicted vs realized (m={m}, P={P}, K={K}){title_suffix}"
-    ax.set_title(title if title is not None else default)
-    ax.legend(loc="upper left", fontsize="small")
-    return {"slope": slope, "intercept": intercept, "r2": r2, "n_points": int(drawn["na"][0].size),
-            "n_dropped": n_dropped, "ratio_pooled": dict(getattr(result, "ratio_pooled", {}) or {}),
-            "ratio_ci": dict(getattr(result, "ratio_ci", {}) or {}), "path": _save(fig, out_path)}
+    full_title = _title(f"Theorem 3: predicted vs realized (m={m}, P={P}, K={K}){title_suffix}", source, title)
+    ax.set_title(full_title)
+    legend = ax.legend(loc="upper left", fontsize="small")
+    return {"slope": slope, "intercept": intercept, "r2": r2, "fit_shown": shown, "fit_reason": reason,
+            "n_points": int(drawn["na"][0].size), "n_dropped": n_dropped,
+            "ratio_pooled": dict(getattr(result, "ratio_pooled", {}) or {}),
+            "ratio_ci": dict(getattr(result, "ratio_ci", {}) or {}),
+            "legend": [t.get_text() for t in legend.get_texts()], "title": full_title, "path": _save(fig, out_path)}
+
+
+def _fit_decision(fit_line, predicted: np.ndarray, result) -> tuple[bool, str]:
+    """Whether NA's fit line is drawn, and why (see :func:`plot_money_scatter`)."""
+    from scipy.stats import norm
+
+    spread = float(np.log(predicted.max() / predicted.min()))
+    if spread == 0:
+        return False, "all predicted values are equal"
+    if fit_line is not True and fit_line is not False:
+        K = getattr(result, "K", None)
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
+            return False, f"K = {K!r} seeds, so the seed noise of a prompt is unknown"
+        level = float(getattr(result, "confidence_level", 0.95))
+        width = 2 * float(norm.ppf(0.5 + level / 2)) * np.sqrt(2.0 / K)
+        ratio = f"predictions span ×{np.exp(spread):.3g}; one prompt's {100 * level:g}% seed-noise interval is ×{np.exp(width):.3g}"
+        if spread <= width:
+            return False, f"{ratio}, so a slope would fit noise"
+        return True, ratio
+    return fit_line, "requested" if fit_line else "turned off (fit_line=False)"
 
 
 def _scatter_points(result, mode: str, drop_nonpositive: bool):
@@ -228,7 +337,7 @@ def _span(values: np.ndarray) -> tuple[float, float]:
 
 
 def plot_mse_vs_m(results_by_m: Mapping[int, Thm3Result] | Sequence[Thm3Result], out_path, *,
-                  title: str | None = None) -> dict:
+                  title: str | None = None, source: str | None = None) -> dict:
     """Pooled realized gradient MSE against ``m`` on log-log axes, with the laws.
 
     For NA and AN: the mean over prompts of the realized MSE, with error bars
@@ -244,13 +353,16 @@ def plot_mse_vs_m(results_by_m: Mapping[int, Thm3Result] | Sequence[Thm3Result],
         One analysis per group size; a sequence is keyed by each ``result.m``.
     out_path : str or path-like
     title : str, optional
+        Replaces the whole title.
+    source : str, optional
+        What the rollouts come from, on the title's second line.
 
     Returns
     -------
     dict
         ``slopes`` (mode -> fitted log-log slope, ~ -1 when the law holds),
         ``m`` (sorted list), ``realized_mean``, ``error`` and ``predicted``
-        (mode -> list over m), ``path``.
+        (mode -> list over m), ``title``, ``path``.
 
     Raises
     ------
@@ -278,7 +390,8 @@ def plot_mse_vs_m(results_by_m: Mapping[int, Thm3Result] | Sequence[Thm3Result],
     handles += ax.plot(ms, ref, ":", color="0.5", label="∝ 1/m reference")
     _log_m_axis(ax, ms)
     ax.set(ylabel="gradient MSE (mean over prompts)")
-    ax.set_title(title if title is not None else "Theorem 3: gradient MSE vs group size m")
+    out["title"] = _title("Theorem 3: gradient MSE vs group size m", source, title)
+    ax.set_title(out["title"])
     ax.legend(handles=handles, fontsize="small")
     out["path"] = _save(fig, out_path)
     return out
@@ -340,7 +453,7 @@ def _log_m_axis(ax, ms) -> None:
 
 def plot_influence(result_or_dict: Thm3Result | Mapping[str, Any], out_path, *,
                    oracle: Mapping[str, Any] | None = None, channel_names: Sequence[str] | None = None,
-                   normalize: bool = True, title: str | None = None) -> dict:
+                   normalize: bool = True, title: str | None = None, source: str | None = None) -> dict:
     """Grouped bars of each estimator's per-channel influence (Prop 1).
 
     The influence of channel ``l`` on advantage ``A`` is ``Cov(A, z_l)``.
@@ -363,12 +476,15 @@ def plot_influence(result_or_dict: Thm3Result | Mapping[str, Any], out_path, *,
     normalize : bool
         Draw shares (default) or raw influences.
     title : str, optional
+        Replaces the whole title.
+    source : str, optional
+        What the rewards come from (corpus, simulation), on the title's second line.
 
     Returns
     -------
     dict
         ``shares`` and ``influence`` (mode -> list over channels; shares NaN
-        for an all-zero mode), ``oracle_shares`` (mode -> list), ``channels``, ``path``.
+        for an all-zero mode), ``oracle_shares`` (mode -> list), ``channels``, ``title``, ``path``.
 
     Raises
     ------
@@ -398,12 +514,13 @@ def plot_influence(result_or_dict: Thm3Result | Mapping[str, Any], out_path, *,
     ax.axhline(0.0, color="0.3", lw=0.8)
     ax.set_xticks(x, names)
     ax.set(xlabel="reward channel", ylabel="influence share" if normalize else "influence Cov(A, z_ℓ)")
-    ax.set_title(title if title is not None else "Prop 1: per-channel influence")
+    full_title = _title("Prop 1: per-channel influence", source, title)
+    ax.set_title(full_title)
     ax.legend(fontsize="small")
     return {"shares": {k: _shares(v).tolist() for k, v in influence.items()},
             "influence": {k: v.tolist() for k, v in influence.items()},
             "oracle_shares": {k: _shares(v).tolist() for k, v in oracle.items()},
-            "channels": names, "path": _save(fig, out_path)}
+            "channels": names, "title": full_title, "path": _save(fig, out_path)}
 
 
 def _influence_dict(result_or_dict) -> dict[str, np.ndarray]:
@@ -436,7 +553,7 @@ def _shares(values: np.ndarray) -> np.ndarray:
 
 
 def plot_bias_vs_gamma(gammas, beta_hat, stderr, predicted, out_path, *, gamma_star: float | None = None,
-                       title: str | None = None) -> dict:
+                       title: str | None = None, source: str | None = None) -> dict:
     """The bias conditioning removes, against the model's gamma (Prop 4).
 
     Draws the simulated ``beta_hat`` with ``±1.96`` standard-error bars, the
@@ -458,13 +575,16 @@ def plot_bias_vs_gamma(gammas, beta_hat, stderr, predicted, out_path, *, gamma_s
     gamma_star : float, optional
         Where the closed form changes sign.
     title : str, optional
+        Replaces the whole title.
+    source : str, optional
+        The simulation's settings, on the title's second line.
 
     Returns
     -------
     dict
         ``crossing`` (first zero of the simulated curve, NaN if none),
         ``crossings`` (all of them), ``crossing_predicted`` (NaN if none or
-        no ``predicted``), ``gamma_star``, ``path``.
+        no ``predicted``), ``gamma_star``, ``title``, ``path``.
 
     Raises
     ------
@@ -487,12 +607,13 @@ def plot_bias_vs_gamma(gammas, beta_hat, stderr, predicted, out_path, *, gamma_s
         ax.plot(crossings[:1], [0.0], "x", color="black", ms=9, mew=2,
                 label=f"simulated zero at γ = {crossings[0]:.4g}")
     ax.set(xlabel="model γ (how much b matters where the gate fails)", ylabel="removed bias β")
-    ax.set_title(title if title is not None else "Prop 4: bias removed by conditioning vs γ")
+    full_title = _title("Prop 4: bias removed by conditioning vs γ", source, title)
+    ax.set_title(full_title)
     ax.legend(fontsize="small")
     pred_cross = _zero_crossings(g, pred) if pred is not None else []
     return {"crossing": crossings[0] if crossings else float("nan"), "crossings": crossings,
             "crossing_predicted": pred_cross[0] if pred_cross else float("nan"),
-            "gamma_star": gamma_star, "path": _save(fig, out_path)}
+            "gamma_star": gamma_star, "title": full_title, "path": _save(fig, out_path)}
 
 
 def _bias_inputs(gammas, beta_hat, stderr, predicted):
@@ -519,7 +640,8 @@ def _zero_crossings(x: np.ndarray, y: np.ndarray) -> list[float]:
 # --------------------------------------------------------------------------- trainer evaluation
 
 
-def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | None = None) -> dict:
+def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | None = None,
+                         model: str | None = None, task: str | None = None) -> dict:
     """Grouped bars: mean reward per channel (and aggregate) for each model, +-1.96 SE.
 
     Parameters
@@ -527,10 +649,14 @@ def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | N
     results : mapping of name -> EvalResult
         From :func:`multireward_grpo.train.evaluation.evaluate_model`, all on one reward.
     out_path : path of the PNG
+    title : str, optional
+        Replaces the whole title.
+    model, task : str, optional
+        The base model and the task, named on the title's second line.
 
     Returns
     -------
-    dict with the plotted ``means`` (models x columns) and the ``path``.
+    dict with the plotted ``means`` (models x columns), the ``title`` and the ``path``.
     """
     if not results:
         raise ValueError("results is empty: pass at least one model's EvalResult")
@@ -550,9 +676,11 @@ def plot_eval_comparison(results: Mapping[str, Any], out_path, *, title: str | N
                capsize=3, label=name, color=f"C{i}")
     ax.set_xticks(x, columns)
     ax.set_ylabel("mean reward (+-1.96 SE across prompts)")
-    ax.set_title(title or "Held-out evaluation")
+    source = ", ".join(part for part in (task and f"{task} task", model and f"base model {model}") if part)
+    full_title = _title("Held-out evaluation", source, title)
+    ax.set_title(full_title)
     ax.legend(fontsize=8)
-    return {"means": means, "path": _save(fig, out_path)}
+    return {"means": means, "title": full_title, "path": _save(fig, out_path)}
 
 
 # --------------------------------------------------------------------------- training curves
@@ -584,7 +712,8 @@ def trailing_mean(values, window: int) -> np.ndarray:
 
 
 def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, channel_names: Sequence[str] | None = None,
-                         window: int = 5, title: str | None = None) -> dict:
+                         window: int = 5, title: str | None = None, model: str | None = None,
+                         mode: str | None = None) -> dict:
     """Rewards per step (raw and trailing mean) and the KL, from a trainer history.
 
     Parameters
@@ -598,10 +727,15 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, chan
         Legend names of the channels (``channel c`` when None).
     window : int
         Steps in the trailing mean drawn over the noisy per-step values.
+    title : str, optional
+        Replaces the whole title.
+    model, mode : str, optional
+        The trained model and the advantage estimator (``GRPOConfig.model``
+        and ``.mode``), named on the title's second line.
 
     Returns
     -------
-    dict with ``steps`` (T,), ``smoothed`` (name -> (T,) trailing means) and ``path``.
+    dict with ``steps`` (T,), ``smoothed`` (name -> (T,) trailing means), ``title`` and ``path``.
     """
     steps, series, kl = _history_series(history, channel_names)
     fig = _new_figure((7.2, 5.6))
@@ -614,11 +748,13 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, chan
         top.plot(steps, smoothed[name], color=color, linewidth=2.2 if i == 0 else 1.6, label=name)
     top.set_ylabel(f"reward (faint: per step; bold: mean of last {window})")
     top.legend(fontsize=8, loc="best")
-    top.set_title(title or "GRPO training")
+    source = ", ".join(part for part in (model and f"model {model}", mode and f"mode {mode}") if part)
+    full_title = _title("GRPO training", source, title)
+    top.set_title(full_title)
     bottom.plot(steps, kl, color="tab:gray")
     bottom.set_ylabel("KL to reference")
     bottom.set_xlabel("step")
-    return {"steps": steps, "smoothed": smoothed, "path": _save(fig, out_path)}
+    return {"steps": steps, "smoothed": smoothed, "title": full_title, "path": _save(fig, out_path)}
 
 
 def _history_series(history, channel_names):

@@ -81,7 +81,7 @@ def _check_payload(results, failures, tol) -> dict:
     return {"pass": not failures, "tol": tol, "failures": failures, "results": [r.to_dict() for r in results]}
 
 
-def _write_thm3_plots(results, out_dir: str, channel_names) -> list[str]:
+def _write_thm3_plots(results, out_dir: str, channel_names, source: str | None) -> list[str]:
     from multireward_grpo import viz
 
     out = Path(out_dir)
@@ -89,14 +89,14 @@ def _write_thm3_plots(results, out_dir: str, channel_names) -> list[str]:
     written = []
     for result in results:
         path = out / f"money_scatter_m{result.m}.png"
-        viz.plot_money_scatter(result, str(path))
+        viz.plot_money_scatter(result, str(path), source=source)
         written.append(str(path))
         path = out / f"influence_m{result.m}.png"
-        viz.plot_influence(result, str(path), channel_names=channel_names)
+        viz.plot_influence(result, str(path), channel_names=channel_names, source=source)
         written.append(str(path))
     if len(results) > 1:
         path = out / "mse_vs_m.png"
-        viz.plot_mse_vs_m({r.m: r for r in results}, str(path))
+        viz.plot_mse_vs_m({r.m: r for r in results}, str(path), source=source)
         written.append(str(path))
     return written
 
@@ -117,10 +117,10 @@ def _analyze_all(tensors_by_m, w, args, *, C=None):
     return results
 
 
-def _report(results, failures, args, channel_names, tol) -> int:
+def _report(results, failures, args, channel_names, tol, source: str | None = None) -> int:
     from multireward_grpo.report import format_summary
 
-    plots = _write_thm3_plots(results, args.plot, channel_names) if args.plot else []
+    plots = _write_thm3_plots(results, args.plot, channel_names, source) if args.plot else []
     if args.json:
         payload = _check_payload(results, failures, tol)
         payload["plots"] = plots
@@ -189,7 +189,8 @@ def run_thm3_check(args: argparse.Namespace) -> int:
     failures = [f for r in results for f in _ratio_failures(r, args.tol)]
     if gaussian and not args.condition:
         failures += [f for r in results for f in _population_failures(r, args.tol)]
-    return _report(results, failures, args, list(corpus.channel_names), args.tol)
+    source = f"MockBackend, {args.marginals} marginals, rho={args.rho:g}, seed {args.seed}"
+    return _report(results, failures, args, list(corpus.channel_names), args.tol, source)
 
 
 # --------------------------------------------------------------------------- analyze FILE
@@ -272,6 +273,8 @@ def _tensor(corpus, m: int, drop_incomplete: bool):
 def run_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from multireward_grpo.viz import describe_corpus
+
     # --drop-incomplete leaves prompts with a missing reward out (in _tensor), so the loader keeps them as NaN
     corpus = _load_input(args.file, args.channels, nan_policy="propagate" if args.drop_incomplete else "raise",
                          missing_advice=_FIX_MISSING + ", or pass --drop-incomplete to leave such prompts out")
@@ -283,7 +286,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     tensors = {m: _tensor(corpus, m, args.drop_incomplete) for m in sizes}
     results = _analyze_all(tensors, w, args)
     failures = [f for r in results for f in _ratio_failures(r, args.tol)] if args.tol is not None else []
-    return _report(results, failures, args, list(corpus.channel_names), args.tol)
+    return _report(results, failures, args, list(corpus.channel_names), args.tol, describe_corpus(corpus, args.file))
 
 
 # --------------------------------------------------------------------------- prop1
@@ -351,8 +354,10 @@ def run_prop1(args: argparse.Namespace) -> int:
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         path = str(Path(args.plot) / "prop1_influence.png")
+        source = (Path(args.file).name if args.file else f"simulated Gaussian rewards, sigmas {args.sigmas}, "
+                  f"rho={args.rho:g}, m={args.m}, {args.n_groups} groups")
         viz.plot_influence({mode: r["realized"] for mode, r in rows.items()}, path, channel_names=channel_names,
-                           oracle={mode: r["oracle"] for mode, r in rows.items()})
+                           oracle={mode: r["oracle"] for mode, r in rows.items()}, source=source)
         plots.append(path)
     if args.json:
         print_json({"pass": not failures, "failures": failures, "channels": channel_names, "w": w.tolist(),
@@ -445,7 +450,9 @@ def run_prop4(args: argparse.Namespace) -> int:
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         path = str(Path(args.plot) / "prop4_bias_vs_gamma.png")
-        viz.plot_bias_vs_gamma(gammas, est.beta_hat, est.stderr, est.predicted, path, gamma_star=star)
+        source = (f"simulation: p_a={args.p_a:g}, p_b={args.p_b:g}, alpha_c={args.alpha_c:g}, "
+                  f"alpha_f={args.alpha_f:g}, w_b={args.w_b:g}, n={args.n}")
+        viz.plot_bias_vs_gamma(gammas, est.beta_hat, est.stderr, est.predicted, path, gamma_star=star, source=source)
         plots.append(path)
     if args.json:
         print_json({"pass": not failures, "failures": failures, "gamma_star": star, "plots": plots, **est.to_dict()})

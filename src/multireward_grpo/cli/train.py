@@ -124,7 +124,8 @@ def run_train(args: argparse.Namespace) -> int:
     history = trainer.train()
     print(f"done: {len(history)} steps, adapter in {Path(config.out_dir) / 'final'}")
     print(trend_summary(history, reward.channel_names))
-    _plot_curves(history, reward.channel_names, Path(config.out_dir) / "curves.png")
+    _plot_curves(history, reward.channel_names, Path(config.out_dir) / "curves.png", model=config.model,
+                 mode=config.mode)
     return 0
 
 
@@ -156,11 +157,12 @@ def trend_summary(history: list[dict], channel_names, *, k: int | None = None) -
     return "\n".join(lines)
 
 
-def _plot_curves(history, channel_names, path: Path) -> None:
+def _plot_curves(history, channel_names, path: Path, *, model: str, mode: str) -> None:
     try:
-        from multireward_grpo.viz import plot_training_curves
+        from multireward_grpo import viz
 
-        print(f"curves: {plot_training_curves(history, path, channel_names=channel_names)['path']}")
+        drawn = viz.plot_training_curves(history, path, channel_names=channel_names, model=model, mode=mode)
+        print(f"curves: {drawn['path']}")
     except ImportError:
         print('curves: not drawn (pip install "multireward-grpo[viz]" for curves.png)')
 
@@ -234,11 +236,11 @@ def run_eval(args: argparse.Namespace) -> int:
 def _report_eval(results, channel_names, args) -> int:
     plots = []
     if args.plot:
-        from multireward_grpo.viz import plot_eval_comparison
+        from multireward_grpo import viz
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         path = str(Path(args.plot) / "eval_comparison.png")
-        plot_eval_comparison(results, path)
+        viz.plot_eval_comparison(results, path, model=args.model, task=args.task)
         plots.append(path)
     if args.json:
         print_json({"results": {k: v.to_dict() for k, v in results.items()}, "plots": plots})
