@@ -64,11 +64,13 @@ def standardize_groups(x, *, ddof: int = 0, eps=1e-8):
 
     Notes
     -----
-    The deviations from one member of the group are divided by their largest
-    absolute value before they are squared, so the squares lie in [0, 1]: a
-    naive variance overflows from about 1e154 and underflows to 0 below about
-    1e-162, which would turn a varying channel into a "constant" one. ``z``
-    is scale-free, and ``eps`` is carried into the same units.
+    A naive variance overflows from about 1e154 and underflows to 0 below
+    about 1e-162, which would turn a varying channel into a "constant" one.
+    When a square overflows, or a varying channel's squares underflow, the
+    deviations from one member of the group are divided by their largest
+    absolute value before they are squared (so the squares lie in [0, 1]);
+    ``eps`` is carried into the same units. Otherwise (the usual case) the
+    deviations are used as they are, at the cost of the plain computation.
     """
     x = np.asarray(x, dtype=np.float64)
     m = x.shape[1]
