@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -254,3 +255,129 @@ def test_nan_rewards_name_the_position():
     rewards[1, 2, 0, 1] = np.nan
     with pytest.raises(ValueError, match="prompt 1, seed 2, rollout 0, channel 1"):
         analyze(rewards, W3)
+
+
+# --------------------------------------------------------------------------- extreme reward scales
+
+
+def _unit_rewards():
+    """Rewards scaled so max |r| = 1, with a constant channel in one group and ties."""
+    rng = np.random.default_rng(21)
+    rewards = gaussian_rewards(rng, 4, 6, 5, corr3(0.4))
+    rewards[0, :, :, 0] = rng.integers(0, 2, size=(6, 5))  # ties
+    rewards[0, 0, :, 0] = [0.0, 1.0, 1.0, 1.0, 1.0]  # one odd member
+    rewards[2, 3, :, 1] = 0.3  # a constant channel in one group
+    return rewards / np.abs(rewards).max()
+
+
+def _assert_same_analysis(res, ref, rtol):
+    assert res.degenerate_groups.tolist() == ref.degenerate_groups.tolist()
+    np.testing.assert_allclose(res.pooled_C, ref.pooled_C, rtol=rtol, atol=rtol)
+    for key in ("predicted_per_prompt", "influence_na", "influence_an"):
+        np.testing.assert_allclose(getattr(res, key), getattr(ref, key), rtol=rtol, atol=1e-15)
+    for mode in ref.modes:
+        np.testing.assert_allclose(res.realized[mode], ref.realized[mode], rtol=rtol)
+        np.testing.assert_allclose(res.predicted[mode], ref.predicted[mode], rtol=rtol)
+        np.testing.assert_allclose(res.ratio_per_prompt[mode], ref.ratio_per_prompt[mode], rtol=rtol)
+        assert res.ratio_pooled[mode] == pytest.approx(ref.ratio_pooled[mode], rel=rtol)
+        np.testing.assert_allclose(res.ratio_ci[mode], ref.ratio_ci[mode], rtol=rtol)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 1.7e308, 1e-305])
+def test_extreme_reward_scales_give_the_same_analysis(scale):
+    # The harness's statistics are scale-free once eps (an absolute floor on
+    # the std, in reward units) is 0. A naive variance overflows from ~1e154
+    # (the channel becomes z = 0, "constant") and underflows below ~1e-162.
+    # 1.7e308 also overflows the differences and w.r; 1e-305 is near subnormal.
+    rewards = _unit_rewards()
+    options = {"eps": 0.0, "modes": ["single"], "n_resamples": 200, "score_seed": 5}
+    ref = analyze(rewards, W3, **options)
+    assert ref.degenerate_groups.tolist() == [0, 1, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow / underflow warnings either
+        res = analyze(rewards * scale, W3, **options)
+    _assert_same_analysis(res, ref, rtol=1e-9)
+
+
+def test_default_eps_does_not_make_tiny_rewards_constant():
+    # With eps = 1e-8 a channel whose spread is ~1e-200 has z ~ 0, as in the
+    # estimators; it must still not be counted as a constant channel.
+    rewards = _unit_rewards()
+    res = analyze(rewards * 1e-200, W3, n_resamples=0)
+    assert res.degenerate_groups.tolist() == [0, 1, 0]
+    # at huge scales eps is negligible: the same analysis as eps = 0
+    ref = analyze(rewards, W3, eps=0.0, n_resamples=200)
+    _assert_same_analysis(analyze(rewards * 1e200, W3, n_resamples=200), ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_low_precision_rewards_are_analysed_in_float64(dtype):
+    # In float16 the squares of deviations of rewards ~300 would overflow (max 65504).
+    rewards = (_unit_rewards() * 300.0).astype(dtype)
+    res = analyze(rewards, W3, n_resamples=100)
+    ref = analyze(rewards.astype(np.float64), W3, n_resamples=100)
+    _assert_same_analysis(res, ref, rtol=1e-12)
+    assert res.pooled_C.dtype == res.realized_na.dtype == np.float64
+    assert np.all(np.isfinite(res.pooled_C))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"w": W3 * 1e200}, "MSE of mode 'na' is not finite"),
+        ({"scores": np.full((4, 6, 5), 1e200), "tau2": 1.0}, "realized MSE of mode 'na' is not finite"),
+    ],
+)
+def test_statistics_beyond_float64_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        analyze(_unit_rewards(), **{"w": W3, "n_resamples": 0, **kwargs})
+
+
+def test_non_finite_conditioned_channel_is_named(monkeypatch):
+    import multireward_grpo.analysis.thm3 as thm3
+
+    def overflowing_conditioning(rewards, rules):
+        out = rewards.copy()
+        out[1, 2, 1] = np.inf
+        return out
+
+    monkeypatch.setattr(thm3, "apply_conditioning", overflowing_conditioning)
+    with pytest.raises(ValueError, match="channel 1 holds non-finite values"):
+        analyze(_unit_rewards(), W3, conditioning=[(0, 1)], n_resamples=0)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_influence_z_scores_are_scale_free(scale):
+    from multireward_grpo.analysis.influence import realized_influence
+
+    rewards = _unit_rewards()
+    advantages = np.random.default_rng(22).normal(size=rewards.shape[:-1])
+    ref = realized_influence(rewards, W3, advantages=advantages, eps=0.0)
+    res = realized_influence(rewards * scale, W3, advantages=advantages, eps=0.0)
+    assert res.n_degenerate.tolist() == ref.n_degenerate.tolist() == [0, 1, 0]
+    np.testing.assert_allclose(res.influence, ref.influence, rtol=1e-9)
+    np.testing.assert_allclose(res.stderr, ref.stderr, rtol=1e-9)
+
+
+def test_within_group_covariance_beyond_float64_names_the_channel():
+    from multireward_grpo.analysis.influence import within_group_covariance
+
+    rewards = _unit_rewards()
+    rewards[..., 2] *= 1e200
+    with pytest.raises(ValueError, match="channel 2"):
+        within_group_covariance(rewards)
+    assert np.all(np.isfinite(within_group_covariance(_unit_rewards())))
+
+
+def test_custom_estimator_with_non_finite_advantages_is_named():
+    from multireward_grpo.advantage import register_estimator, unregister_estimator
+
+    def blows_up(rewards, w, *, mask, options):
+        return np.full(rewards.shape[:2], np.inf)
+
+    register_estimator("test_blows_up", blows_up)
+    try:
+        with pytest.raises(ValueError, match="estimator 'test_blows_up' returned non-finite advantages"):
+            analyze(_unit_rewards(), W3, modes=["test_blows_up"], n_resamples=0)
+    finally:
+        unregister_estimator("test_blows_up")

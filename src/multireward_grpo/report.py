@@ -9,6 +9,9 @@ import numpy as np
 
 __all__ = ["format_summary", "summary_print"]
 
+# How each interval method of Thm3Result.ci_method is named in the table header.
+_CI_LABELS = {"two_level": "prompts+seeds", "prompts": "prompts"}
+
 
 def _fmt(value: float, digits: int = 5) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
@@ -46,12 +49,15 @@ def format_summary(result, label: str = "", channel_names: list[str] | None = No
     if degenerate.size and degenerate.any():
         parts = ", ".join(f"{n}: {d}" for n, d in zip(names, degenerate) if d)
         lines.append(f"constant-channel groups (z = 0 there, out of {result.n_groups}): {parts}")
-    lines += ["", f"{'mode':<8}{'realized MSE':>14}{'predicted':>12}{'ratio':>9}{f'{level}% CI (prompts)':>22}"]
+    method = _CI_LABELS.get(getattr(result, "ci_method", "prompts"), str(getattr(result, "ci_method", "")))
+    ci_header = f"{level}% CI ({method})"
+    lines += ["", f"{'mode':<8}{'realized MSE':>14}{'predicted':>12}{'ratio':>9}{ci_header:>24}"]
     for mode in result.modes:
         realized, predicted = result.realized[mode].mean(), result.predicted[mode].mean()
         low, high = result.ratio_ci.get(mode, (np.nan, np.nan))
         ci = f"[{_fmt(low, 4)}, {_fmt(high, 4)}]"
-        lines.append(f"{mode:<8}{_fmt(realized):>14}{_fmt(predicted):>12}{_fmt(result.ratio_pooled[mode], 4):>9}{ci:>22}")
+        lines.append(f"{mode:<8}{_fmt(realized):>14}{_fmt(predicted):>12}{_fmt(result.ratio_pooled[mode], 4):>9}{ci:>24}")
+    lines += [f"note: {note}" for note in getattr(result, "notes", ())]
     lines += [
         "",
         f"NA law (tau2/m) w'Chat w, pooled : {_fmt(result.predicted_pooled)}",

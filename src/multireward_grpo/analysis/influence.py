@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from multireward_grpo.analysis._stats import standardize_groups
+
 __all__ = [
     "InfluenceResult",
     "influence_shares",
@@ -190,8 +192,17 @@ def within_group_covariance(rewards, *, ddof: int = 1) -> np.ndarray:
         raise ValueError(f"ddof must be a non-negative int, got {ddof!r}")
     if m - ddof <= 0:
         raise ValueError(f"groups of m = {m} rollouts have no covariance with ddof = {ddof}")
-    d = flat - flat.mean(axis=1, keepdims=True)
-    return np.einsum("gmr,gms->rs", d, d) / (flat.shape[0] * (m - ddof))
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = flat - flat.mean(axis=1, keepdims=True)
+        cov = np.einsum("gmr,gms->rs", d, d) / (flat.shape[0] * (m - ddof))
+    bad = np.flatnonzero(~np.isfinite(np.diagonal(cov)))
+    if bad.size:
+        raise ValueError(
+            f"the within-group variance of channel {int(bad[0])} is beyond the float64 range (rewards of "
+            f"magnitude up to {np.abs(flat[..., bad[0]]).max():.3g}); divide that channel by a constant c first "
+            "(and multiply its weight by c, which leaves w . r unchanged)"
+        )
+    return cov
 
 
 # --------------------------------------------------------------------------- realized
@@ -260,20 +271,12 @@ def _standardize(x: np.ndarray, ddof: int, eps: float) -> tuple[np.ndarray, np.n
     """Per-group z-scores of (G, m, R) and the (G, R) mask of constant channels.
 
     Matches :func:`multireward_grpo.advantage.group_standardize`: a constant
-    channel (or a group with ``m - ddof <= 0``) gets exactly 0.
+    channel (or a group with ``m - ddof <= 0``) gets exactly 0. Scale-safe
+    (:func:`~multireward_grpo.analysis._stats.standardize_groups`): rewards
+    at 1e200 or 1e-200 are neither zeroed by an overflowing variance nor
+    counted as constant through an underflowing one.
     """
-    m = x.shape[1]
-    d = x - x[:, :1, :]  # shift by a member: a constant channel is exactly 0
-    mean = d.mean(axis=1, keepdims=True)
-    dc = d - mean
-    constant = np.all(d == 0, axis=1)  # (G, R)
-    dof = m - ddof
-    if dof <= 0:
-        return np.zeros_like(x), np.ones(constant.shape, dtype=bool)
-    std = np.sqrt(np.einsum("gmr,gmr->gr", dc, dc) / dof)
-    ok = (std > 0) & ~constant
-    factor = np.where(ok, 1.0 / np.where(ok, std + eps, 1.0), 0.0)
-    return dc * factor[:, None, :], ~ok
+    return standardize_groups(x, ddof=ddof, eps=eps)
 
 
 def realized_influence(

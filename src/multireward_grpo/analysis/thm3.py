@@ -30,6 +30,18 @@ A channel constant inside a group has ``z = 0`` there, so that group's
 are counted per channel in ``degenerate_groups`` and kept in the averages
 (their advantages really are 0 on that channel).
 
+Numerics: the within-group statistics are computed in float64 on deviations
+divided by their largest absolute value (:func:`~multireward_grpo.analysis._stats.standardize_groups`),
+so rewards at any float64 scale (1e-200 or 1e200) give the same correlations,
+ratios and ``degenerate_groups``; a constant channel is detected exactly, not
+from a variance that underflowed. A statistic that is still not finite (a
+reported MSE beyond the float64 range) raises ``ValueError``.
+
+Intervals (``ratio_ci``): the pooled ratio's percentile bootstrap interval,
+by default two-level (prompts, then seeds within each resampled prompt; see
+:func:`~multireward_grpo.analysis._stats.two_level_ratio_ci`), which keeps the
+seed-level noise that resampling prompts alone misses when prompts are few.
+
 Scores are simulated as ``N(0, tau2)`` from ``score_seed`` unless given; all
 estimators share the same scores. Work is chunked over prompts, so memory
 stays bounded for any ``P * K``; results do not depend on the chunk size.
@@ -37,6 +49,7 @@ stays bounded for any ``P * K``; results do not depend on the chunk size.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
@@ -47,12 +60,17 @@ from multireward_grpo.advantage import (
     apply_conditioning,
     compute_advantage_batch,
     get_estimator,
-    group_standardize,
     is_batch_level,
     parse_conditioning,
 )
 from multireward_grpo._matrices import validate_correlation
-from multireward_grpo.analysis._stats import bootstrap_ratio_ci
+from multireward_grpo._validate import check_choice, check_int
+from multireward_grpo.analysis._stats import (
+    CI_METHODS,
+    bootstrap_ratio_ci,
+    standardize_groups,
+    two_level_ratio_ci,
+)
 
 __all__ = [
     "Thm3Result",
@@ -63,6 +81,10 @@ __all__ = [
 ]
 
 _DEFAULT_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CI_MIN_PROMPTS = 10
+"""Fewest prompts for ``ci_method="prompts"``: resampling prompts alone gives a
+zero-width interval at P = 1, and its nominal 95% interval covers ~74% at
+P = 3, ~82% at P = 5 and ~90% from P = 10 on."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +132,13 @@ class Thm3Result:
     ratio_pooled: dict = field(default_factory=dict)
     """mode -> sum_p realized / sum_p predicted."""
     ratio_ci: dict = field(default_factory=dict)
-    """mode -> (low, high) percentile bootstrap interval of the pooled ratio, resampling prompts."""
+    """mode -> (low, high) percentile bootstrap interval of the pooled ratio (method ``ci_method``)."""
     confidence_level: float = 0.95
     """Level of ``ratio_ci``."""
+    ci_method: str = "two_level"
+    """How ``ratio_ci`` resamples: ``"two_level"`` (prompts, then seeds) or ``"prompts"``."""
+    notes: tuple = ()
+    """Warnings about the result (e.g. intervals left out), also issued as ``RuntimeWarning``."""
     an_law: float = float("nan")
     """``tau2 / m``, AN's MSE whatever the correlations."""
     degenerate_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -301,6 +327,14 @@ def _chunks(P: int, per_prompt_bytes: int, chunk_bytes: int):
     return [(start, min(P, start + step)) for start in range(0, P, step)]
 
 
+def _check_interval_options(n_resamples, confidence_level, ci_method, ci_min_prompts) -> None:
+    check_int("n_resamples", n_resamples, 0)
+    if not 0 < confidence_level < 1:
+        raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level}")
+    check_choice("ci_method", ci_method, CI_METHODS)
+    check_int("ci_min_prompts", ci_min_prompts, 1)
+
+
 def analyze(
     rewards_pkmr,
     w,
@@ -314,6 +348,8 @@ def analyze(
     C=None,
     n_resamples: int = 2000,
     confidence_level: float = 0.95,
+    ci_method: str = "two_level",
+    ci_min_prompts: int = DEFAULT_CI_MIN_PROMPTS,
     chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> Thm3Result:
@@ -323,6 +359,7 @@ def analyze(
     ----------
     rewards_pkmr : (P, K, m, R) array
         Rewards of ``P`` prompts x ``K`` seeds x ``m`` rollouts x ``R`` channels.
+        Any real dtype; the analysis runs in float64.
     w : (R,) array
         Objective weights.
     score_seed : int
@@ -340,14 +377,36 @@ def analyze(
         applied to the rewards first; the correlation and the predictions then
         describe the conditioned channels, the influence the raw ones.
     eps : float
-        Added to group standard deviations.
+        Added to group standard deviations, in reward units (as the
+        estimators do): a channel whose group spread is far below ``eps``
+        gets ``z ~ 0`` there, though it is not counted as constant.
     C : (R, R) array, optional
         Population correlation, to report ``(tau2/m) w'Cw`` and its Fisher
         correction next to the realized values.
     n_resamples : int
-        Bootstrap resamples (over prompts) for the pooled-ratio intervals; 0 skips.
+        Bootstrap resamples for the pooled-ratio intervals; 0 skips them.
     confidence_level : float
         Level of the bootstrap intervals.
+    ci_method : {"two_level", "prompts"}
+        ``"two_level"`` (default): resample prompts, then seeds within each
+        resampled prompt, from variance-component adjusted values so the
+        seed noise is not counted twice
+        (:func:`~multireward_grpo.analysis._stats.two_level_ratio_ci`). It
+        has positive width at ``P = 1``, where it speaks for that one prompt.
+        Measured coverage of the nominal 95% interval where the law holds
+        (Gaussian channels, m = 4, 400 replications): 0.95-0.96 at P = 20,
+        K = 40; 0.93-0.94 at P = 3, K = 40; at P = 1 it under-covers with few
+        seeds (0.87 at K = 20, 0.92 at K = 100, 0.94 at K = 200), as a
+        percentile bootstrap of a mean of ``K`` skewed (chi-square-like)
+        values does.
+        ``"prompts"``: resample prompts only (each prompt's seeds stay
+        together); right for many prompts, too narrow for few (coverage
+        0.74 at P = 3, 0.82 at P = 5, 0.90 at P = 10 to 20).
+    ci_min_prompts : int
+        ``ci_method="prompts"`` needs at least this many prompts (default
+        :data:`DEFAULT_CI_MIN_PROMPTS` = 10); below it the intervals are
+        ``(nan, nan)`` with a ``RuntimeWarning`` (and a line in ``notes``).
+        Not used by ``"two_level"``.
     chunk_bytes : int
         Work is done on slices of prompts of about this many bytes.
     progress : callable(done, total), optional
@@ -356,60 +415,35 @@ def analyze(
     Returns
     -------
     Thm3Result
+
+    Raises
+    ------
+    ValueError
+        On malformed input, and when a reported statistic is not finite in
+        float64 (e.g. an MSE beyond ~1e308 from huge weights or scores),
+        naming the mode or channel.
     """
     rewards, w, scores, C, modes = _validate(rewards_pkmr, w, tau2, scores, C, modes)
     rules = parse_conditioning(conditioning)
     for rule in rules:
         rule.check_channels(rewards.shape[-1])
-    if not 0 < confidence_level < 1:
-        raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level}")
+    _check_interval_options(n_resamples, confidence_level, ci_method, ci_min_prompts)
+    EstimatorOptions(eps=eps)  # validates eps the way the estimators do
     P, K, m, R = rewards.shape
-    options = EstimatorOptions(eps=eps)
     score_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(score_seed).spawn(2))
-
-    sum_C_prompt = np.zeros((P, R, R))
-    realized = {mode: np.zeros(P) for mode in modes}
-    mean_sq = {mode: np.zeros(P) for mode in modes}
-    influence_sum = {mode: np.zeros(R) for mode in modes}
-    degenerate = np.zeros(R, dtype=np.int64)
-    for start, stop in _chunks(P, K * m * R * 8 * 6, chunk_bytes):
-        raw = rewards[start:stop].reshape(-1, m, R)  # (G, m, R)
-        block = apply_conditioning(raw, rules) if rules else raw
-        g = (
-            scores[start:stop].reshape(-1, m)
-            if scores is not None
-            else np.sqrt(tau2) * score_rng.standard_normal((stop - start) * K * m).reshape(-1, m)
-        )  # (G, m)
-        z = group_standardize(block, options=options)  # (G, m, R), what the estimators see
-        # Influence (Prop 1) is measured against the objective's own channels.
-        z_raw = group_standardize(raw, options=options) if rules else z
-        Chat = np.matmul(z.transpose(0, 2, 1), z) / m  # (G, R, R); matmul is ~4x faster than einsum here
-        sum_C_prompt[start:stop] = Chat.reshape(stop - start, K, R, R).sum(1)
-        # z is exactly 0 on a constant channel and not otherwise, so its diagonal tells.
-        degenerate += np.sum(np.diagonal(Chat, axis1=1, axis2=2) == 0, axis=0)
-        for mode in modes:
-            # NA's advantages are z @ w: reuse z instead of standardizing again.
-            adv = z @ w if mode == "na" else compute_advantage_batch(block, w, mode, eps=eps)  # (G, m)
-            ghat = np.einsum("gm,gm->g", adv, g) / m
-            realized[mode][start:stop] = (ghat**2).reshape(-1, K).mean(1)
-            mean_sq[mode][start:stop] = np.einsum("gm,gm->g", adv, adv).reshape(-1, K).mean(1) / m
-            influence_sum[mode] += np.tensordot(adv, z_raw, axes=([0, 1], [0, 1])) / m
-        if progress is not None:
-            progress(stop, P)
-
-    C_prompt = sum_C_prompt / K
+    sums = _accumulate(rewards, w, scores, rules, modes, eps=eps, tau2=tau2, score_rng=score_rng,
+                       chunk_bytes=chunk_bytes, progress=progress)
+    realized = {mode: sums["ghat_sq"][mode].mean(axis=1) for mode in modes}
+    predicted = {mode: sums["predicted"][mode].mean(axis=1) for mode in modes}
+    _require_finite_mse(realized, predicted)
+    C_prompt = sums["sum_C_prompt"] / K
     pooled_C = C_prompt.mean(0)
-    predicted = {mode: tau2 / m * mean_sq[mode] for mode in modes}
-    influence = {mode: influence_sum[mode] / (P * K) for mode in modes}
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_per_prompt = {mode: realized[mode] / predicted[mode] for mode in modes}
-    ratio_pooled = {mode: _safe_ratio(realized[mode].sum(), predicted[mode].sum()) for mode in modes}
-    ratio_ci = {
-        mode: bootstrap_ratio_ci(
-            realized[mode], predicted[mode], n_resamples=n_resamples, confidence_level=confidence_level, rng=boot_rng
-        )
-        for mode in modes
-    }
+    ratio_ci, notes = _ratio_intervals(
+        sums["ghat_sq"], sums["predicted"], method=ci_method, n_resamples=n_resamples,
+        confidence_level=confidence_level, min_prompts=ci_min_prompts, rng=boot_rng,
+    )
     return Thm3Result(
         m=m,
         P=P,
@@ -419,24 +453,129 @@ def analyze(
         realized_na=realized["na"],
         predicted_per_prompt=tau2 / m * np.einsum("i,pij,j->p", w, C_prompt, w),
         predicted_pooled=float(tau2 / m * w @ pooled_C @ w),
-        influence_an=influence["an"],
-        influence_na=influence["na"],
+        influence_an=sums["influence"]["an"] / (P * K),
+        influence_na=sums["influence"]["na"] / (P * K),
         pooled_C=pooled_C,
         tau2=float(tau2),
         modes=modes,
         realized=realized,
         predicted=predicted,
-        influence=influence,
+        influence={mode: sums["influence"][mode] / (P * K) for mode in modes},
         ratio_per_prompt=ratio_per_prompt,
-        ratio_pooled=ratio_pooled,
+        ratio_pooled={mode: _safe_ratio(realized[mode].sum(), predicted[mode].sum()) for mode in modes},
         ratio_ci=ratio_ci,
         confidence_level=confidence_level,
+        ci_method=ci_method,
+        notes=notes,
         an_law=tau2 / m,
-        degenerate_groups=degenerate,
+        degenerate_groups=sums["degenerate"],
         conditioning=rules,
         population_C=C,
         **_population_predictions(C, w, m, tau2),
     )
+
+
+def _accumulate(rewards, w, scores, rules, modes, *, eps, tau2, score_rng, chunk_bytes, progress) -> dict:
+    """Per-group ``ghat^2`` and predictions, and the sums over groups, chunk by chunk.
+
+    Returns a dict: ``ghat_sq`` and ``predicted`` (mode -> (P, K)),
+    ``influence`` (mode -> (R,) sum over groups), ``sum_C_prompt`` (P, R, R)
+    and ``degenerate`` (R,) int.
+    """
+    P, K, m, R = rewards.shape
+    out = {
+        "ghat_sq": {mode: np.zeros((P, K)) for mode in modes},
+        "predicted": {mode: np.zeros((P, K)) for mode in modes},
+        "influence": {mode: np.zeros(R) for mode in modes},
+        "sum_C_prompt": np.zeros((P, R, R)),
+        "degenerate": np.zeros(R, dtype=np.int64),
+    }
+    for start, stop in _chunks(P, K * m * R * 8 * 6, chunk_bytes):
+        raw = rewards[start:stop].reshape(-1, m, R)  # (G, m, R)
+        block = apply_conditioning(raw, rules) if rules else raw
+        g = (
+            scores[start:stop].reshape(-1, m)
+            if scores is not None
+            else np.sqrt(tau2) * score_rng.standard_normal((stop - start) * K * m).reshape(-1, m)
+        )  # (G, m)
+        z, constant = standardize_groups(block, eps=eps)  # (G, m, R), what the estimators see
+        # Influence (Prop 1) is measured against the objective's own channels.
+        z_raw = standardize_groups(raw, eps=eps)[0] if rules else z
+        Chat = np.matmul(z.transpose(0, 2, 1), z) / m  # (G, R, R); matmul is ~4x faster than einsum here
+        out["sum_C_prompt"][start:stop] = Chat.reshape(stop - start, K, R, R).sum(1)
+        out["degenerate"] += constant.sum(axis=0)
+        for mode in modes:
+            adv = _advantages(mode, block, z, w, eps)  # (G, m)
+            # An MSE beyond float64 (huge w or scores) becomes inf here and is reported by _require_finite_mse.
+            with np.errstate(over="ignore", invalid="ignore"):
+                out["ghat_sq"][mode][start:stop] = ((np.einsum("gm,gm->g", adv, g) / m) ** 2).reshape(-1, K)
+                out["predicted"][mode][start:stop] = tau2 / m * np.einsum("gm,gm->g", adv, adv).reshape(-1, K) / m
+                out["influence"][mode] += np.tensordot(adv, z_raw, axes=([0, 1], [0, 1])) / m
+        if progress is not None:
+            progress(stop, P)
+    return out
+
+
+def _advantages(mode: str, block: np.ndarray, z: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """(G, m) advantages of ``mode``; the built-in ones from the scale-safe z-scores."""
+    if mode == "na":
+        return z @ w  # NA's advantages are z @ w: reuse z instead of standardizing again
+    if mode == "single":
+        return z[..., 0].copy()
+    if mode == "an":
+        return _an_advantages(block, w, eps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        adv = np.asarray(compute_advantage_batch(block, w, mode, eps=eps), dtype=np.float64)
+    if not np.all(np.isfinite(adv)):
+        raise ValueError(
+            f"estimator {mode!r} returned non-finite advantages on these rewards; check that it handles "
+            "their scale, or rescale the rewards"
+        )
+    return adv
+
+
+def _an_advantages(block: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """AN: the z-score of ``w . r`` inside each group, safe at any reward scale."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scalar = block @ w  # (G, m); may overflow, handled below
+    eps_units = eps
+    if not np.all(np.isfinite(scalar)):
+        # w . r overflows near the float64 limit: aggregate the rewards divided by
+        # their group's largest |value| (and w by its largest), eps in the same units.
+        top = np.max(np.abs(block), axis=(1, 2))
+        top = np.where(top > 0, top, 1.0)
+        w_top = float(w.max())
+        scalar = (block / top[:, None, None]) @ (w / w_top)
+        eps_units = (eps / top / w_top)[:, None, None]
+    return standardize_groups(scalar[..., None], eps=eps_units)[0][..., 0]
+
+
+def _require_finite_mse(realized: dict, predicted: dict) -> None:
+    for mode in realized:
+        for name, values in (("realized", realized[mode]), ("predicted", predicted[mode])):
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"the {name} MSE of mode {mode!r} is not finite in float64 (it exceeds ~1e308): the scores "
+                    "or the weights are too large. Rescale w or the scores (and tau2); the ratios do not change"
+                )
+
+
+def _ratio_intervals(ghat_sq, predicted, *, method, n_resamples, confidence_level, min_prompts, rng):
+    """mode -> (low, high) bootstrap interval of the pooled ratio, and notes on them."""
+    P = next(iter(ghat_sq.values())).shape[0]
+    if method == "prompts" and n_resamples > 0 and P < min_prompts:
+        note = (
+            f"ratio intervals left out: ci_method='prompts' needs >= {min_prompts} prompts (ci_min_prompts) and "
+            f"there are {P}; use ci_method='two_level', which also resamples seeds"
+        )
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
+        return {mode: (float("nan"), float("nan")) for mode in ghat_sq}, (note,)
+    options = {"n_resamples": n_resamples, "confidence_level": confidence_level, "rng": rng}
+    if method == "prompts":
+        return {
+            mode: bootstrap_ratio_ci(ghat_sq[mode].mean(1), predicted[mode].mean(1), **options) for mode in ghat_sq
+        }, ()
+    return {mode: two_level_ratio_ci(ghat_sq[mode], predicted[mode], **options) for mode in ghat_sq}, ()
 
 
 def _population_predictions(C, w, m, tau2) -> dict:
