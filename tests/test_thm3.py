@@ -377,7 +377,7 @@ def test_custom_estimator_with_non_finite_advantages_is_named():
 
     register_estimator("test_blows_up", blows_up)
     try:
-        with pytest.raises(ValueError, match="estimator 'test_blows_up' returned non-finite advantages"):
+        with pytest.raises(ValueError, match="'test_blows_up' (gave|returned) non-finite advantages"):
             analyze(_unit_rewards(), W3, modes=["test_blows_up"], n_resamples=0)
     finally:
         unregister_estimator("test_blows_up")
