@@ -86,3 +86,20 @@ def test_prop1_prop2_prop4(capsys):
     assert code == 0 and payload["gamma_star"] == pytest.approx(1.2)
     code = main(["prop4", "--n", "2000", "--max-z", "0"])
     assert code == 1
+
+
+def test_ci_method_flag_reaches_the_harness(capsys):
+    """--ci-method prompts below --ci-min-prompts gives no interval and says why; two_level gives one."""
+    argv = ["thm3-check", "--json", "--n-prompts", "3", "--K", "40", "--n-resamples", "200"]
+    with pytest.warns(RuntimeWarning, match="prompts"):
+        code, payload = _json(capsys, argv + ["--ci-method", "prompts"])
+    (result,) = payload["results"]
+    assert result["ci_method"] == "prompts" and result["notes"]
+    assert all(low is None or np.isnan(low) for low, _ in result["ratio_ci"].values())
+    code, payload = _json(capsys, argv)
+    (result,) = payload["results"]
+    assert result["ci_method"] == "two_level"
+    assert all(low < high for low, high in result["ratio_ci"].values())
+    code, payload = _json(capsys, argv + ["--ci-method", "prompts", "--ci-min-prompts", "2"])
+    (result,) = payload["results"]
+    assert all(low < high for low, high in result["ratio_ci"].values())

@@ -42,7 +42,13 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-seed", type=integer(0), default=0,
                         help="seed of the simulated scores and the bootstrap (default 0)")
     parser.add_argument("--n-resamples", type=integer(0), default=2000,
-                        help="bootstrap resamples over prompts for the ratio intervals; 0 skips them (default 2000)")
+                        help="bootstrap resamples for the ratio intervals; 0 skips them (default 2000)")
+    parser.add_argument("--ci-method", choices=("two_level", "prompts"), default="two_level",
+                        help="ratio intervals: two_level resamples prompts, then seeds within each prompt (valid "
+                             "from one prompt up); prompts resamples prompts only and gives NaN below "
+                             "--ci-min-prompts prompts (default two_level)")
+    parser.add_argument("--ci-min-prompts", type=integer(1), default=10,
+                        help="fewest prompts for --ci-method prompts (default 10)")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write PNG plots into DIR (needs the viz extra)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json_flag(parser)
@@ -110,7 +116,8 @@ def _analyze_all(tensors_by_m, w, args, *, C=None):
     for m, rewards in tensors_by_m.items():
         results.append(analyze(
             rewards, w, args.score_seed, tau2=args.tau2, modes=args.modes, conditioning=args.condition, C=C,
-            n_resamples=args.n_resamples, progress=lambda done, _t, o=offset: bar(o + done, total),
+            n_resamples=args.n_resamples, ci_method=args.ci_method, ci_min_prompts=args.ci_min_prompts,
+            progress=lambda done, _t, o=offset: bar(o + done, total),
         ))
         offset += rewards.shape[0]
     bar.close()
