@@ -127,6 +127,9 @@ class GRPOConfig:
         _positive_ints(self, "n_steps", "batch_prompts", "m", "max_new_tokens", "generation_batch_size",
                        "num_iterations", "micro_batch_size", "lora_r", "lora_alpha", "eval_m")
         _nonnegative_ints(self, "warmup_steps", "checkpoint_every", "keep_checkpoints", "eval_every", "sample_every", "seed")
+        if self.keep_checkpoints == 0:
+            raise ValueError("keep_checkpoints=0: give the number of checkpoints to keep, a count >= 1 "
+                             "(0 does not mean 'keep all'; set a large count for that)")
         if self.m < 2:
             raise ValueError(f"m={self.m}: a group needs at least 2 rollouts for a relative advantage; set m >= 2")
         if not any(self.weights):

@@ -309,6 +309,7 @@ class GRPOTrainer:
         if config.eval_every and not self.eval_prompts:
             raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
                              "to GRPOTrainer, or set eval_every=0")
+        resume_point = self._prepare_out_dir()  # a missing or incompatible checkpoint fails before the model loads
         self.device, self.dtype = _device_and_dtype(config)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
@@ -323,11 +324,28 @@ class GRPOTrainer:
         self._interrupts = _DeferredInterrupt()
         self.step = 0
         self.history: list[dict] = []
-        self.out_dir = Path(config.out_dir)
-        if config.resume_from:
+        if resume_point is not None:
             from multireward_grpo.train.checkpoint import load_checkpoint
 
-            load_checkpoint(self, config.resume_from)
+            load_checkpoint(self, resume_point)
+
+    def _prepare_out_dir(self):
+        """Clear stale checkpoint temp folders; check ``resume_from`` (see :mod:`~multireward_grpo.train.checkpoint`).
+
+        Sets the run lineage: a fresh ``run_id``, and no parent until a checkpoint is loaded.
+        """
+        import uuid
+
+        from multireward_grpo.train.checkpoint import (
+            clean_stale_temp_folders,
+            find_resume_point,
+        )
+
+        self.out_dir = Path(self.config.out_dir)
+        self.run_id, self.parent = uuid.uuid4().hex, None
+        self.base_step, self.checkpointed_step = 0, None  # the step resumed from; the step last saved or loaded
+        clean_stale_temp_folders(self.out_dir)
+        return find_resume_point(self.config, self.prompts) if self.config.resume_from else None
 
     # ------------------------------------------------------------------ public
 
@@ -400,14 +418,16 @@ class GRPOTrainer:
         """Ctrl-C: checkpoint the last finished step, so ``resume_from='latest'`` continues the run exactly."""
         from multireward_grpo.train.checkpoint import latest_checkpoint, save_checkpoint
 
-        latest = latest_checkpoint(self.out_dir)
         if self._interrupts.forced:
-            print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is {latest}",
-                  file=sys.stderr)
+            print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is "
+                  f"{latest_checkpoint(self.out_dir)}", file=sys.stderr)
             return
         if self.step == 0:
             return
-        path = latest if latest is not None and latest.name == f"checkpoint-{self.step}" else save_checkpoint(self)
+        # A checkpoint-N of the same step from an abandoned branch does not hold this run's step: compare
+        # with what this trainer itself saved or loaded.
+        saved = self.checkpointed_step == self.step and (self.out_dir / f"checkpoint-{self.step}" / "COMPLETE").exists()
+        path = self.out_dir / f"checkpoint-{self.step}" if saved else save_checkpoint(self)
         print(f"\ninterrupted after step {self.step}: {path} holds it; resume with resume_from='latest' "
               "(CLI: --resume-from latest)", file=sys.stderr)
 
