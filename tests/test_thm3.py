@@ -359,6 +359,47 @@ def test_influence_z_scores_are_scale_free(scale):
     np.testing.assert_allclose(res.stderr, ref.stderr, rtol=1e-9)
 
 
+def _predictions_from_the_estimators(rewards, w, mode, eps, tau2=1.0):
+    """(P,) predicted MSE ``(tau2/m) mean_k (1/m) sum_j A_j^2`` from compute_advantage_batch."""
+    from multireward_grpo.advantage import compute_advantage_batch
+
+    P, K, m, R = rewards.shape
+    adv = compute_advantage_batch(rewards.reshape(-1, m, R), w, mode, eps=eps)
+    return (tau2 / m * np.einsum("gm,gm->g", adv, adv) / m).reshape(P, K).mean(axis=1)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e200, 1.7e308, 1e-305])
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+def test_harness_advantages_are_the_estimators_at_every_scale(scale, eps):
+    # The harness standardizes with the estimator layer's code (NA from its z,
+    # AN from the "an" estimator itself), so its predictions are the estimators'.
+    rewards = _unit_rewards() * scale
+    res = analyze(rewards, W3, eps=eps, modes=["single"], n_resamples=0)
+    for mode in ("na", "an", "single"):
+        want = _predictions_from_the_estimators(rewards, W3, mode, eps)
+        np.testing.assert_allclose(res.predicted[mode], want, rtol=1e-12, atol=0)
+    if scale == 1.0:  # AN is the estimator's output itself, not a re-implementation
+        np.testing.assert_array_equal(res.predicted["an"], _predictions_from_the_estimators(rewards, W3, "an", eps))
+
+
+def test_influence_z_scores_are_the_estimators_near_the_float64_maximum():
+    from multireward_grpo.advantage import EstimatorOptions, group_standardize
+    from multireward_grpo.analysis.influence import realized_influence
+
+    unit = _unit_rewards()[:, 0]  # (P, m, R)
+    rewards = unit * 1.7e308  # differences and w.r overflow float64
+    advantages = np.random.default_rng(23).normal(size=rewards.shape[:-1])
+    res = realized_influence(rewards, W3, advantages=advantages, eps=0.0)
+    # z is group_standardize's own, bit for bit
+    z = group_standardize(rewards, options=EstimatorOptions(eps=0.0))
+    centred = advantages - advantages.mean(axis=1, keepdims=True)
+    np.testing.assert_array_equal(res.per_group, np.einsum("gm,gmr->gr", centred, z) / rewards.shape[1])
+    assert res.n_degenerate.tolist() == [0, 0, 0] and np.abs(res.influence).max() > 0.1
+    for mode in ("an", "na"):
+        got = realized_influence(rewards, W3, mode=mode, eps=0.0)
+        np.testing.assert_allclose(got.influence, realized_influence(unit, W3, mode=mode, eps=0.0).influence, rtol=1e-12)
+
+
 def test_within_group_covariance_beyond_float64_names_the_channel():
     from multireward_grpo.analysis.influence import within_group_covariance
 

@@ -43,10 +43,11 @@ float32 for torch input (float16 and bfloat16 are upcast), and advantages are
 returned in the input dtype. Where the squared deviations of a group would
 overflow (or, with ``eps`` near 0, underflow) the deviations are first scaled
 by a power of two, which is exact, so rewards of any finite scale give the
-same advantages. A statistic that is still not finite (values so large that
-their differences overflow, a weighted sum ``w . r`` that overflows,
-advantages beyond the range of the output dtype) raises ValueError naming the
-group.
+same advantages; deviations that overflow themselves (values near the
+dtype's maximum) are taken of the halved values, and a weighted sum
+``w . r`` that overflows is formed in power-of-two units per group. A result
+that does not fit (centred values with ``scale_by_std=False``, advantages
+beyond the range of the output dtype) raises ValueError naming the group.
 
 Conditioning (:class:`Conditioning`, :func:`apply_conditioning`) gates one
 channel by another before the estimator runs.
@@ -62,7 +63,7 @@ import math
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterable, Literal, Protocol
+from typing import Any, Callable, Iterable, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -177,29 +178,51 @@ def _needs_rescale(sum_d, sum_sq, group_size: int, options: EstimatorOptions, li
     return xp.any(sum_sq > limits.max / 2)
 
 
-def _rescale(d, labels):
-    """``d`` divided in place by a power of two per group and channel, and those exponents.
+def _rescale(x, mask, d, labels):
+    """``d`` divided by a power of two per group and channel, and those exponents.
 
     The power of two brings the largest ``|d|`` of each group and channel into
     [1, 2): exact (mantissas are untouched), and the squares can neither
-    overflow nor underflow.
+    overflow nor underflow. Where the deviations themselves overflow (values
+    near the dtype's maximum of both signs) they are taken of ``x / 2``
+    instead, which is exact for normal numbers, and land in [2, 4): so the
+    exponent never exceeds the dtype's largest and ``2**exponent`` is finite.
+    Returns a new ``d``; the one passed in may be overwritten.
     """
     xp = namespace(d)
     limits = xp.limits(d)
     peak = xp.max_abs(d, axis=-2)  # (B, 1, C)
-    overflowed = xp.isinf(peak)
-    if xp.any(overflowed):
-        raise ValueError(
-            f"the values of {_describe(_first_position(overflowed), labels)} are too large for "
-            f"{_dtype_name(d)}: their differences overflow; rescale the rewards (e.g. divide them by a constant)"
-        )
+    halved = xp.isinf(peak)
+    if xp.any(halved):
+        d = xp.where(halved, _shifted(x * 0.5, mask)[0], d)
+        peak = xp.max_abs(d, axis=-2)
+        _refuse_infinite_peak(peak, labels)
     exponent = xp.binary_exponent(peak, limits.minexp, limits.maxexp - 1)
-    d *= xp.ldexp(xp.full(tuple(peak.shape), 1.0, like=peak), -exponent)
+    # A halved channel is divided by 2**(exponent - 1), which with the halving is 2**exponent in all:
+    # its exponent stays below the dtype's largest (a single power of two could not reach the full one).
+    shift = exponent - xp.cast(halved, exponent)
+    d *= xp.ldexp(xp.full(tuple(peak.shape), 1.0, like=peak), -shift)
     return d, exponent
 
 
-def _mean_and_factor(sum_d, sum_sq, n, options: EstimatorOptions, exponent, like):
-    """Group mean of ``d`` and the factor with ``(d - mean) * factor`` = z (or the centred value)."""
+def _refuse_infinite_peak(peak, labels) -> None:
+    """Halved deviations of finite values are finite: an infinite one means an infinite input."""
+    xp = namespace(peak)
+    infinite = xp.isinf(peak)
+    if xp.any(infinite):
+        raise ValueError(
+            f"{_describe(_first_position(infinite), labels)} holds non-finite values, so its group statistics "
+            "are not finite; drop or re-score those rollouts"
+        )
+
+
+def _mean_and_factor(sum_d, sum_sq, n, options: EstimatorOptions, exponent, unit_exponent, like):
+    """Group mean of ``d`` and the factor with ``(d - mean) * factor`` = z (or the centred value).
+
+    ``d`` is the shifted ``x`` divided by ``2**exponent`` (None: 1), and ``x``
+    the values divided by ``2**unit_exponent`` (None: 1): ``eps`` is carried
+    into the units of ``d`` by both, the centred value into those of ``x``.
+    """
     xp = namespace(like)
     if isinstance(n, float):  # no mask: one size for every group
         mean_d = sum_d / n
@@ -218,15 +241,42 @@ def _mean_and_factor(sum_d, sum_sq, n, options: EstimatorOptions, exponent, like
     if dof_ok is not True:
         var = xp.where(dof_ok, var, 0.0)
     std = xp.sqrt(xp.where(var > 0, var, 0.0))
-    eps = options.eps if exponent is None else xp.ldexp(xp.full(tuple(std.shape), options.eps, like=std), -exponent)
+    eps = options.eps
+    if exponent is not None or unit_exponent is not None:
+        eps_exponent = _add_exponents(exponent, unit_exponent)
+        # A spread far below eps can make eps overflow in these units: z is then 0, as it should be.
+        eps = xp.ldexp(xp.full(tuple(std.shape), options.eps, like=std), -eps_exponent)
     positive = std > 0
     return mean_d, xp.where(positive, 1.0 / xp.where(positive, std + eps, 1.0), 0.0)
+
+
+def _add_exponents(first, second):
+    if first is None or second is None:
+        return second if first is None else first
+    return first + second
 
 
 _LABELS = ("group", "", "channel")
 
 
-def _group_moments(x, mask, options: EstimatorOptions, labels=_LABELS):
+class _Moments(NamedTuple):
+    """What :func:`_group_moments` returns: ``(d - mean_d) * factor`` is z."""
+
+    d: Any
+    """(B, m, C) ``x`` minus one observed member of its group (0 where
+    unobserved), possibly divided by a power of two per group and channel."""
+    mean_d: Any
+    """(B, 1, C) group mean of ``d`` over observed values."""
+    factor: Any
+    """(B, 1, C) ``(d - mean_d) * factor`` is z (``(x - mean) / (std + eps)``),
+    or the centred ``x - mean`` when ``options.scale_by_std`` is False; 0 for
+    zero-variance groups and groups with ``m - ddof <= 0`` values."""
+    constant: Any = None
+    """(B, C) bool, True where the channel is constant in its group or the
+    group has ``m - ddof <= 0`` values; None unless asked for."""
+
+
+def _group_moments(x, mask, options: EstimatorOptions, labels=_LABELS, *, unit_exponent=None, find_constant=False):
     """Shifted values, their group mean and the factor that standardizes them.
 
     Parameters
@@ -236,45 +286,89 @@ def _group_moments(x, mask, options: EstimatorOptions, labels=_LABELS):
         True where a value is observed.
     options : EstimatorOptions
     labels : names of the axes of ``x`` for error messages
+    unit_exponent : (B, 1, 1) or (B, 1, C) int array, optional
+        ``x`` holds the values divided by ``2**unit_exponent`` (values whose
+        aggregate overflows the dtype): ``eps`` is converted to those units;
+        centred values (``scale_by_std=False``) stay in them. The deviations
+        are then always rescaled, since ``eps`` in these units is far below
+        the underflow floor.
+    find_constant : bool
+        Also return which channels are constant in their group (exactly: a
+        varying channel whose squared deviations underflow to 0 is not).
 
     Returns
     -------
-    d : (B, m, C) array
-        ``x`` minus one observed member of its group (0 where unobserved),
-        possibly divided by a power of two per group and channel.
-    mean_d : (B, 1, C) array
-        Group mean of ``d`` over observed values.
-    factor : (B, 1, C) array
-        ``(d - mean_d) * factor`` is z (``(x - mean) / (std + eps)``), or the
-        centred ``x - mean`` when ``options.scale_by_std`` is False; 0 for
-        zero-variance groups and groups with ``m - ddof <= 0`` values.
+    _Moments
 
     Run it inside ``namespace(x).quiet()``: overflow is detected from the
     sums, not reported as numpy warnings.
     """
     xp = namespace(x)
     d, n = _shifted(x, mask)
-    sum_d, sum_sq = _sums(d, options.scale_by_std)
+    with_squares = options.scale_by_std or find_constant
+    sum_d, sum_sq = _sums(d, with_squares)
     exponent = None
-    if _needs_rescale(sum_d, sum_sq, x.shape[-2], options, xp.limits(x)):
-        d, exponent = _rescale(d, labels)
-        sum_d, sum_sq = _sums(d, options.scale_by_std)
-    mean_d, factor = _mean_and_factor(sum_d, sum_sq, n, options, exponent, x)
-    return d, mean_d, factor
+    if unit_exponent is not None or _needs_rescale(sum_d, sum_sq, x.shape[-2], options, xp.limits(x)):
+        d, exponent = _rescale(x, mask, d, labels)
+        sum_d, sum_sq = _sums(d, with_squares)
+    mean_d, factor = _mean_and_factor(sum_d, sum_sq, n, options, exponent, unit_exponent, x)
+    constant = _exactly_constant(d, sum_sq, n, options.ddof) if find_constant else None
+    return _Moments(d, mean_d, factor, constant)
 
 
-def _standardize(x, mask, options: EstimatorOptions, labels=_LABELS):
-    """:func:`group_standardize` on an array already in the working dtype, unchecked."""
-    xp = namespace(x)
+def _exactly_constant(d, sum_sq, n, ddof: int):
+    """(B, C) bool: every observed deviation is exactly 0, or ``n - ddof <= 0``.
+
+    A nonzero sum of squares proves a nonzero deviation; a zero one does not
+    (deviations below ~1e-162 square to 0 in float64), so only the channels
+    whose sum is 0 have their deviations looked at.
+    """
+    xp = namespace(d)
+    zero_sum = sum_sq[..., 0, :] == 0
+    constant = sum_sq[..., 0, :] == 0  # a second array: torch refuses a mask that aliases its target
+    if xp.any(zero_sum):
+        constant[zero_sum] = xp.sum(d.swapaxes(-2, -1)[zero_sum] != 0, axis=-1) == 0
+    if isinstance(n, float):
+        return constant if n - ddof > 0 else constant | True  # no within-group contrast anywhere
+    return constant | ~(n[..., 0, :] - ddof > 0)
+
+
+def _apply_moments(moments: _Moments, mask, options: EstimatorOptions, labels):
+    """z (or the centred values) from :func:`_group_moments`; updates ``moments.d`` in place."""
+    xp = namespace(moments.d)
     with xp.quiet():
-        d, mean_d, factor = _group_moments(x, mask, options, labels)
         # d is a fresh array of our own: update it in place, saving two allocations.
-        d -= mean_d
-        d *= factor
+        d = moments.d
+        d -= moments.mean_d
+        d *= moments.factor
     out = d if mask is None else xp.where(mask, d, 0.0)
     if not options.scale_by_std and not xp.all_finite(out):
         _refuse_overflow(out, labels, "centred values")
     return out
+
+
+def _standardize(x, mask, options: EstimatorOptions, labels=_LABELS, *, unit_exponent=None):
+    """:func:`group_standardize` on an array already in the working dtype, unchecked.
+
+    ``unit_exponent`` as in :func:`_group_moments`.
+    """
+    with namespace(x).quiet():
+        moments = _group_moments(x, mask, options, labels, unit_exponent=unit_exponent)
+    return _apply_moments(moments, mask, options, labels)
+
+
+def _standardize_finding_constant(x, options: EstimatorOptions, labels=_LABELS):
+    """z of a (B, m, C) array in the working dtype, and the (B, C) bool array of constant channels.
+
+    The z is :func:`_standardize`'s; a channel counts as constant only when
+    its values are exactly equal in the group (or the group has
+    ``m - ddof <= 0`` values), not when its variance underflowed: at any
+    reward scale the count of degenerate groups does not change. For the
+    theory harness, which reports those groups.
+    """
+    with namespace(x).quiet():
+        moments = _group_moments(x, None, options, labels, find_constant=True)
+    return _apply_moments(moments, None, options, labels), moments.constant
 
 
 def _refuse_overflow(values, labels, what: str) -> None:
@@ -283,8 +377,9 @@ def _refuse_overflow(values, labels, what: str) -> None:
     infinite = xp.isinf(values)
     if xp.any(infinite):
         raise ValueError(
-            f"the {what} of {_describe(_first_position(infinite), labels)} overflow {_dtype_name(values)}; "
-            "rescale the rewards (e.g. divide them by a constant) or the weights"
+            f"the {what} of {_describe(_first_position(infinite), labels)} are too large for "
+            f"{_dtype_name(values)} (they overflow it); rescale the rewards (e.g. divide them by a constant) "
+            "or the weights"
         )
 
 
@@ -494,28 +589,51 @@ def _builtin(name: str, description: str, batch_level: bool = False):
 @_builtin("an", "aggregate then normalize (classic GRPO): z-score of w.r inside the group")
 def _an(rewards, w, *, mask, options):
     xp = namespace(rewards)
-    if mask is None:
+    rollout_ok = None
+    if mask is not None:
+        # A channel with zero weight does not enter w.r, so its gaps do not matter.
+        needed = mask | (w == 0)
+        rollout_ok = xp.sum(~needed, axis=-1, keepdims=True) == 0  # (B, m, 1)
+        rewards = xp.where(mask, rewards, 0.0)
+    with xp.quiet():
         scalar = xp.einsum("bmr,r->bm", rewards, w)[..., None]  # (B, m, 1)
-        _refuse_overflow_sum(scalar)
-        return _standardize(scalar, None, options)[..., 0]
-    # A channel with zero weight does not enter w.r, so its gaps do not matter.
-    needed = mask | (w == 0)
-    rollout_ok = xp.sum(~needed, axis=-1, keepdims=True) == 0  # (B, m, 1)
-    scalar = xp.einsum("bmr,r->bm", xp.where(mask, rewards, 0.0), w)[..., None]
-    _refuse_overflow_sum(scalar)
-    return _standardize(scalar, rollout_ok, options)[..., 0]
+    if xp.all_finite(scalar) or not _sum_overflowed(scalar, rewards):
+        return _standardize(scalar, rollout_ok, options)[..., 0]
+    scalar, unit = _weighted_sum_in_units(rewards, w)
+    out = _standardize(scalar, rollout_ok, options, unit_exponent=unit)
+    if not options.scale_by_std:
+        with xp.quiet():
+            out = xp.ldexp(out, unit)  # the centred values back in reward units
+        _refuse_overflow(out, _LABELS, "centred values")
+    return out[..., 0]
 
 
-def _refuse_overflow_sum(scalar) -> None:
+def _sum_overflowed(scalar, rewards) -> bool:
+    """True when ``w . r`` is not finite for a rollout whose rewards are (NaN is a missing reward)."""
     xp = namespace(scalar)
-    if not xp.all_finite(scalar):
-        infinite = xp.isinf(scalar)
-        if xp.any(infinite):
-            group = _first_position(infinite)[0]
-            raise ValueError(
-                f"the weighted sum w.r of the rewards of group {group} overflows {_dtype_name(scalar)}; "
-                "rescale the rewards or the weights"
-            )
+    missing = xp.sum(xp.isnan(rewards), axis=-1, keepdims=True) > 0  # (B, m, 1)
+    return xp.any(~xp.isfinite(scalar) & ~missing)
+
+
+def _weighted_sum_in_units(rewards, w):
+    """``w . r`` per rollout in units of ``2**unit`` per group, for sums beyond the dtype's range.
+
+    Returns ``(scalar, unit)``: ``scalar`` (B, m, 1) with ``|scalar| < 4 R``,
+    ``unit`` (B, 1, 1) int. Each group's rewards are divided by the power of
+    two that brings their largest ``|value|`` on a weighted channel into
+    [1, 2), the weights by the one that brings the largest into [1, 2): both
+    exact (up to rewards below 2**-1022 of that largest one).
+    """
+    xp = namespace(rewards)
+    limits = xp.limits(rewards)
+    weighted = xp.where(w > 0, xp.abs(rewards), 0.0)  # a zero-weight channel does not set the scale
+    peak = xp.max_abs(xp.max_abs(weighted, axis=-2), axis=-1)  # (B, 1, 1)
+    reward_exponent = xp.binary_exponent(peak, limits.minexp, limits.maxexp - 1)
+    weight_exponent = xp.binary_exponent(xp.max_abs(w[None], axis=-1)[0], limits.minexp, limits.maxexp - 1)  # (1,)
+    with xp.quiet():
+        scaled = xp.ldexp(rewards, -reward_exponent)
+        scalar = xp.einsum("bmr,r->bm", scaled, xp.ldexp(w, -weight_exponent))[..., None]
+    return scalar, reward_exponent + weight_exponent
 
 
 @_builtin("na", "normalize each channel, then aggregate (decoupled, MO-GRPO/GDPO without whitening)")
@@ -525,9 +643,13 @@ def _na(rewards, w, *, mask, options):
         return xp.einsum("bmr,r->bm", _standardize(rewards, mask, options), w)
     # sum_l w_l f_l (d_l - mean_l) without materializing z: one pass fewer.
     with xp.quiet():
-        d, mean_d, factor = _group_moments(rewards, None, options)
+        d, mean_d, factor, _ = _group_moments(rewards, None, options)
         wf = factor[..., 0, :] * w  # (B, R)
-        return xp.einsum("bmr,br->bm", d, wf) - xp.einsum("br,br->b", mean_d[..., 0, :], wf)[:, None]
+        advantages = xp.einsum("bmr,br->bm", d, wf) - xp.einsum("br,br->b", mean_d[..., 0, :], wf)[:, None]
+    if options.scale_by_std or xp.all_finite(advantages):
+        return advantages
+    # Centred values near the dtype's maximum: d * f can overflow where d - mean does not.
+    return xp.einsum("bmr,r->bm", _standardize(rewards, None, options), w)
 
 
 @_builtin("single", "the gate channel (channel 0) alone, z-scored inside the group")

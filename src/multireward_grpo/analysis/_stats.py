@@ -1,7 +1,8 @@
 """Statistics shared by the analysis modules (math layer).
 
-* :func:`standardize_groups`: within-group z-scores that neither overflow nor
-  underflow at any float64 reward scale.
+Within-group z-scores are not here: the analysis uses the estimators' own
+(:mod:`multireward_grpo.advantage`), which are safe at any float64 scale.
+
 * :func:`bootstrap_ratio_ci` (units resampled) and :func:`two_level_ratio_ci`
   (prompts, then seeds within each prompt): percentile intervals of a pooled
   ratio ``sum(numerators) / sum(denominators)``.
@@ -14,7 +15,6 @@ import numpy as np
 __all__ = [
     "CI_METHODS",
     "bootstrap_ratio_ci",
-    "standardize_groups",
     "two_level_ratio_ci",
     "two_level_ratio_draws",
     "variance_component_factors",
@@ -29,132 +29,6 @@ _MAX_CELLS = 4_000_000
 # (pattern x prompt x seed) cells, and at least _MIN_POOL patterns.
 _POOL_CELLS = 4_000_000
 _MIN_POOL = 8
-
-
-# --------------------------------------------------------------------------- within-group standardization
-
-
-def standardize_groups(x, *, ddof: int = 0, eps=1e-8):
-    """Within-group z-scores, safe from overflow and underflow at any scale.
-
-    Parameters
-    ----------
-    x : (G, m, C) array
-        ``G`` groups of ``m`` values on ``C`` channels; computed in float64.
-        Not modified.
-    ddof : int
-        Delta degrees of freedom of the group standard deviation.
-    eps : float or array broadcastable to (G, 1, C)
-        Added to each group standard deviation, in the units of ``x``.
-
-    Returns
-    -------
-    z : (G, m, C) float64 array
-        ``(x - mean) / (std + eps)`` per group and channel; exactly 0 where
-        the channel is constant in its group, and everywhere when
-        ``m - ddof <= 0``.
-    constant : (G, C) bool array
-        True where the channel is constant in its group (all True when
-        ``m - ddof <= 0``: no within-group contrast).
-
-    Raises
-    ------
-    ValueError
-        When ``x`` holds NaN or infinite values, naming the channel.
-
-    Notes
-    -----
-    A naive variance overflows from about 1e154 and underflows to 0 below
-    about 1e-162, which would turn a varying channel into a "constant" one.
-    When a square overflows, or a varying channel's squares underflow, the
-    deviations from one member of the group are divided by their largest
-    absolute value before they are squared (so the squares lie in [0, 1]);
-    ``eps`` is carried into the same units. Otherwise (the usual case) the
-    deviations are used as they are, at the cost of the plain computation.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    m = x.shape[1]
-    if m - ddof <= 0:
-        return np.zeros_like(x), np.ones((x.shape[0], x.shape[2]), dtype=bool)
-    unit = 1.0
-    with np.errstate(over="ignore", invalid="ignore"):
-        d = x - x[:, :1, :]  # shifting by a member makes a constant channel exactly 0
-        sum_sq = np.einsum("gmc,gmc->gc", d, d)  # einsum reduces the short m axis ~5x faster than sum()
-    if not _squares_are_safe(d, sum_sq):
-        d, unit = _rescaled_deviations(x)
-        sum_sq = np.einsum("gmc,gmc->gc", d, d)
-    constant = sum_sq == 0
-    sum_d = np.einsum("gmc->gc", d)[:, None, :]
-    mean_d = sum_d / m
-    # One-pass variance: the shift by a member keeps it free of cancellation.
-    var = (sum_sq[:, None, :] - sum_d * mean_d) / (m - ddof)
-    with np.errstate(over="ignore", divide="ignore"):
-        # A spread far below eps can make eps / unit overflow: z is then 0, as it should be.
-        eps_unit = np.asarray(eps, dtype=np.float64) / unit
-        factor = np.where(constant[:, None, :], 0.0, 1.0 / (np.sqrt(np.maximum(var, 0.0)) + eps_unit))
-    d -= mean_d
-    d *= factor
-    return d, constant
-
-
-# A sum of squares at least this large keeps every square that matters: the ones
-# lost to underflow (< 2**-1074 each) are below 2**-74 of it.
-_SMALLEST_SAFE_SUM_SQ = 2.0**-1000
-
-
-def _squares_are_safe(d: np.ndarray, sum_sq: np.ndarray) -> bool:
-    """True when no square overflowed and none that matters underflowed.
-
-    A zero sum is safe only when the channel really is constant (all its
-    deviations exactly 0), not when tiny deviations squared to 0.
-    """
-    if not np.all(np.isfinite(sum_sq)):
-        return False
-    small = sum_sq < _SMALLEST_SAFE_SUM_SQ
-    if not small.any():
-        return True
-    zero = sum_sq == 0
-    if np.any(small & ~zero):
-        return False
-    groups, channels = np.nonzero(zero)
-    return not np.any(d[groups, :, channels])
-
-
-def _rescaled_deviations(x: np.ndarray):
-    """Deviations from each group's first member over their largest absolute value.
-
-    Returns ``(d, unit)``: ``d`` (G, m, C) in [-1, 1], exactly 0 on a
-    constant channel; ``unit`` (G, 1, C) the largest absolute deviation (1 on
-    a constant channel; +inf when it exceeds the float64 range).
-    """
-    halved = False
-    with np.errstate(over="ignore", invalid="ignore"):
-        d = x - x[:, :1, :]
-        spread = np.max(np.abs(d), axis=1, keepdims=True)
-    if not np.all(np.isfinite(spread)):
-        _require_finite_channels(x)
-        # Differences of values near the float64 limit overflow; halving first is exact.
-        half = 0.5 * x
-        d = half - half[:, :1, :]
-        spread = np.max(np.abs(d), axis=1, keepdims=True)
-        halved = True
-    unit = np.where(spread > 0, spread, 1.0)
-    d /= unit
-    if halved:
-        with np.errstate(over="ignore"):
-            unit = 2.0 * unit
-    return d, unit
-
-
-def _require_finite_channels(x: np.ndarray) -> None:
-    bad = np.flatnonzero(~np.all(np.isfinite(x), axis=(0, 1)))
-    if bad.size:
-        channel = int(bad[0])
-        group = int(np.flatnonzero(~np.all(np.isfinite(x[:, :, channel]), axis=1))[0])
-        raise ValueError(
-            f"channel {channel} holds non-finite values (group {group}: {x[group, :, channel].tolist()}), so its "
-            "within-group statistics are not finite; drop or re-score those rollouts"
-        )
 
 
 # --------------------------------------------------------------------------- intervals

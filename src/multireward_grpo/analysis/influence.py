@@ -21,7 +21,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from multireward_grpo.analysis._stats import standardize_groups
+from multireward_grpo.advantage import (
+    EstimatorOptions,
+    _standardize_finding_constant,
+    compute_advantage_batch,
+)
 
 __all__ = [
     "InfluenceResult",
@@ -267,18 +271,6 @@ class InfluenceResult:
         return out
 
 
-def _standardize(x: np.ndarray, ddof: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group z-scores of (G, m, R) and the (G, R) mask of constant channels.
-
-    Matches :func:`multireward_grpo.advantage.group_standardize`: a constant
-    channel (or a group with ``m - ddof <= 0``) gets exactly 0. Scale-safe
-    (:func:`~multireward_grpo.analysis._stats.standardize_groups`): rewards
-    at 1e200 or 1e-200 are neither zeroed by an overflowing variance nor
-    counted as constant through an underflowing one.
-    """
-    return standardize_groups(x, ddof=ddof, eps=eps)
-
-
 def realized_influence(
     rewards,
     w=None,
@@ -350,8 +342,6 @@ def realized_influence(
             )
         label = "custom"
     else:
-        from multireward_grpo.advantage import compute_advantage_batch
-
         opts = {"conditioning": conditioning, "scale_by_std": scale_by_std, "ddof": int(ddof), "eps": float(eps)}
         batches = [r] if r.ndim == 3 else [r[:, k] for k in range(r.shape[1])]
         parts = [np.asarray(compute_advantage_batch(x, wv, mode, **opts), dtype=np.float64) for x in batches]
@@ -363,7 +353,10 @@ def realized_influence(
     flat = r.reshape(-1, m, R)
     A = A.reshape(-1, m)
     G = flat.shape[0]
-    z, degenerate = _standardize(flat, int(ddof), float(eps))
+    # The estimators' z (scale-safe at any float64 scale); a channel counts as
+    # degenerate only when it is exactly constant, not when its variance underflowed.
+    options = EstimatorOptions(ddof=int(ddof), eps=float(eps))
+    z, degenerate = _standardize_finding_constant(flat.astype(np.float64, copy=False), options)
     Ac = A - A.mean(axis=1, keepdims=True)
     per_group = np.einsum("gm,gmr->gr", Ac, z) / m
     used = ~degenerate if omit_degenerate else np.ones_like(degenerate)

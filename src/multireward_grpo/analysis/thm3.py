@@ -30,12 +30,14 @@ A channel constant inside a group has ``z = 0`` there, so that group's
 are counted per channel in ``degenerate_groups`` and kept in the averages
 (their advantages really are 0 on that channel).
 
-Numerics: the within-group statistics are computed in float64 on deviations
-divided by their largest absolute value (:func:`~multireward_grpo.analysis._stats.standardize_groups`),
-so rewards at any float64 scale (1e-200 or 1e200) give the same correlations,
-ratios and ``degenerate_groups``; a constant channel is detected exactly, not
-from a variance that underflowed. A statistic that is still not finite (a
-reported MSE beyond the float64 range) raises ``ValueError``.
+Numerics: the z-scores and the advantages are the estimators' own
+(:mod:`multireward_grpo.advantage`, in float64: NA from the same z, AN from
+the ``"an"`` estimator), which rescale deviations and ``w . r`` by powers of
+two where they would overflow or underflow, so rewards at any float64 scale
+(1e-200 or 1.7e308) give the same correlations, ratios and
+``degenerate_groups``; a constant channel is detected exactly, not from a
+variance that underflowed. A statistic that is still not finite (a reported
+MSE beyond the float64 range) raises ``ValueError``.
 
 Intervals (``ratio_ci``): the pooled ratio's percentile bootstrap interval,
 by default two-level (prompts, then seeds within each resampled prompt; see
@@ -57,6 +59,8 @@ import numpy as np
 
 from multireward_grpo.advantage import (
     EstimatorOptions,
+    _standardize,
+    _standardize_finding_constant,
     apply_conditioning,
     compute_advantage_batch,
     get_estimator,
@@ -68,7 +72,6 @@ from multireward_grpo._validate import check_choice, check_int
 from multireward_grpo.analysis._stats import (
     CI_METHODS,
     bootstrap_ratio_ci,
-    standardize_groups,
     two_level_ratio_ci,
 )
 
@@ -428,10 +431,10 @@ def analyze(
     for rule in rules:
         rule.check_channels(rewards.shape[-1])
     _check_interval_options(n_resamples, confidence_level, ci_method, ci_min_prompts)
-    EstimatorOptions(eps=eps)  # validates eps the way the estimators do
+    options = EstimatorOptions(eps=eps)  # validates eps the way the estimators do
     P, K, m, R = rewards.shape
     score_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(score_seed).spawn(2))
-    sums = _accumulate(rewards, w, scores, rules, modes, eps=eps, tau2=tau2, score_rng=score_rng,
+    sums = _accumulate(rewards, w, scores, rules, modes, options=options, tau2=tau2, score_rng=score_rng,
                        chunk_bytes=chunk_bytes, progress=progress)
     realized = {mode: sums["ghat_sq"][mode].mean(axis=1) for mode in modes}
     predicted = {mode: sums["predicted"][mode].mean(axis=1) for mode in modes}
@@ -475,7 +478,7 @@ def analyze(
     )
 
 
-def _accumulate(rewards, w, scores, rules, modes, *, eps, tau2, score_rng, chunk_bytes, progress) -> dict:
+def _accumulate(rewards, w, scores, rules, modes, *, options, tau2, score_rng, chunk_bytes, progress) -> dict:
     """Per-group ``ghat^2`` and predictions, and the sums over groups, chunk by chunk.
 
     Returns a dict: ``ghat_sq`` and ``predicted`` (mode -> (P, K)),
@@ -492,20 +495,20 @@ def _accumulate(rewards, w, scores, rules, modes, *, eps, tau2, score_rng, chunk
     }
     for start, stop in _chunks(P, K * m * R * 8 * 6, chunk_bytes):
         raw = rewards[start:stop].reshape(-1, m, R)  # (G, m, R)
-        block = apply_conditioning(raw, rules) if rules else raw
+        block = _require_finite_channels(apply_conditioning(raw, rules)) if rules else raw
         g = (
             scores[start:stop].reshape(-1, m)
             if scores is not None
             else np.sqrt(tau2) * score_rng.standard_normal((stop - start) * K * m).reshape(-1, m)
         )  # (G, m)
-        z, constant = standardize_groups(block, eps=eps)  # (G, m, R), what the estimators see
+        z, constant = _standardize_finding_constant(block, options)  # (G, m, R), what the estimators see
         # Influence (Prop 1) is measured against the objective's own channels.
-        z_raw = standardize_groups(raw, eps=eps)[0] if rules else z
+        z_raw = _standardize(raw, None, options) if rules else z
         Chat = np.matmul(z.transpose(0, 2, 1), z) / m  # (G, R, R); matmul is ~4x faster than einsum here
         out["sum_C_prompt"][start:stop] = Chat.reshape(stop - start, K, R, R).sum(1)
         out["degenerate"] += constant.sum(axis=0)
         for mode in modes:
-            adv = _advantages(mode, block, z, w, eps)  # (G, m)
+            adv = _advantages(mode, block, z, w, options)  # (G, m)
             # An MSE beyond float64 (huge w or scores) becomes inf here and is reported by _require_finite_mse.
             with np.errstate(over="ignore", invalid="ignore"):
                 out["ghat_sq"][mode][start:stop] = ((np.einsum("gm,gm->g", adv, g) / m) ** 2).reshape(-1, K)
@@ -516,16 +519,17 @@ def _accumulate(rewards, w, scores, rules, modes, *, eps, tau2, score_rng, chunk
     return out
 
 
-def _advantages(mode: str, block: np.ndarray, z: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """(G, m) advantages of ``mode``; the built-in ones from the scale-safe z-scores."""
+def _advantages(mode: str, block: np.ndarray, z: np.ndarray, w: np.ndarray, options: EstimatorOptions) -> np.ndarray:
+    """(G, m) advantages of ``mode``; the built-in ones straight from the estimator layer."""
     if mode == "na":
         return z @ w  # NA's advantages are z @ w: reuse z instead of standardizing again
     if mode == "single":
         return z[..., 0].copy()
     if mode == "an":
-        return _an_advantages(block, w, eps)
+        # The registered estimator itself, without compute_advantage_batch's checks: block and w are checked.
+        return get_estimator("an")(block, w, mask=None, options=options)
     with np.errstate(over="ignore", invalid="ignore"):
-        adv = np.asarray(compute_advantage_batch(block, w, mode, eps=eps), dtype=np.float64)
+        adv = np.asarray(compute_advantage_batch(block, w, mode, eps=options.eps), dtype=np.float64)
     if not np.all(np.isfinite(adv)):
         raise ValueError(
             f"estimator {mode!r} returned non-finite advantages on these rewards; check that it handles "
@@ -534,20 +538,16 @@ def _advantages(mode: str, block: np.ndarray, z: np.ndarray, w: np.ndarray, eps:
     return adv
 
 
-def _an_advantages(block: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """AN: the z-score of ``w . r`` inside each group, safe at any reward scale."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        scalar = block @ w  # (G, m); may overflow, handled below
-    eps_units = eps
-    if not np.all(np.isfinite(scalar)):
-        # w . r overflows near the float64 limit: aggregate the rewards divided by
-        # their group's largest |value| (and w by its largest), eps in the same units.
-        top = np.max(np.abs(block), axis=(1, 2))
-        top = np.where(top > 0, top, 1.0)
-        w_top = float(w.max())
-        scalar = (block / top[:, None, None]) @ (w / w_top)
-        eps_units = (eps / top / w_top)[:, None, None]
-    return standardize_groups(scalar[..., None], eps=eps_units)[0][..., 0]
+def _require_finite_channels(x: np.ndarray) -> np.ndarray:
+    """``x`` (G, m, R) itself; ValueError naming the first channel that holds a non-finite value."""
+    if np.all(np.isfinite(x)):
+        return x
+    channel = int(np.flatnonzero(~np.all(np.isfinite(x), axis=(0, 1)))[0])
+    group = int(np.flatnonzero(~np.all(np.isfinite(x[:, :, channel]), axis=1))[0])
+    raise ValueError(
+        f"channel {channel} holds non-finite values (group {group}: {x[group, :, channel].tolist()}), so its "
+        "within-group statistics are not finite; drop or re-score those rollouts"
+    )
 
 
 def _require_finite_mse(realized: dict, predicted: dict) -> None:
