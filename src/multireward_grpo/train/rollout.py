@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -214,13 +214,15 @@ def _shared_prompt(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, e
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
                        temperature: float, top_p: float = 1.0, batch_size: int = 32,
-                       generator_seed: int | None = None, share_prompt: bool = True) -> Rollouts:
+                       generator_seed: int | None = None, share_prompt: bool = True,
+                       progress: Callable[[int, int], None] | None = None) -> Rollouts:
     """Sample ``m`` completions per prompt; rows are prompt-major (prompt i owns rows i*m .. i*m+m-1).
 
     Generation runs in batches of ``batch_size`` sequences; all rows share
     one left-padded prompt width so the completions line up. With
     ``share_prompt`` each batch runs its distinct prompts once and starts
-    generation from their cache.
+    generation from their cache. ``progress(rows_done, rows_total)`` is
+    called after each batch.
     """
     device = next(model.parameters()).device
     enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -240,6 +242,8 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
             no_repeat_ngram_size=0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
         )
         chunks.append(out[:, prompt_ids.shape[1]:])
+        if progress is not None:
+            progress(start + ids.shape[0], prompt_ids.shape[0])
     width = max(c.shape[1] for c in chunks)
     completion_ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in chunks])
     completion_mask, truncated = completion_mask_from_eos(completion_ids, eos)
