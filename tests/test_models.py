@@ -182,9 +182,16 @@ def test_failed_conversion_leaves_no_cache(fake_wheel, tmp_path):
         (Path(folder) / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(ModelLoadError, match=r"could not convert .*Tiny\.Q4_1\.gguf.*: disk full; reinstall"):
         _demo(tmp_path / "cache", broken)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [".smollm2-135m-instruct.lock"]
+
+
+def test_unwritable_cache_is_one_clear_error(fake_wheel, model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="cannot write the demo model cache .* set MULTIREWARD_GRPO_CACHE"):
+        _demo(blocker / "cache", CountingConverter(model_dir))
 
 
 def test_concurrent_first_runs_convert_once(fake_wheel, model_dir, tmp_path):
@@ -283,6 +290,14 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_offline_switch_reads_like_huggingface_hub(monkeypatch):
+    _no_offline_switch(monkeypatch)
+    assert models._hub_offline_variable() is None
+    for value, on in (("1", True), ("yes", True), ("TRUE", True), ("0", False), ("", False), ("off", False)):
+        monkeypatch.setenv("TRANSFORMERS_OFFLINE", value)
+        assert (models._hub_offline_variable() == f"TRANSFORMERS_OFFLINE={value}") is on, value
 
 
 def _no_offline_switch(monkeypatch):

@@ -62,7 +62,7 @@ _MARKER = "SOURCE.json"  # written last into a converted folder: its presence ma
 _CACHE_FORMAT = 1  # bump when convert_gguf changes what it writes, so old caches are rebuilt
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-_FALSE_WORDS = ("", "0", "false", "no", "off")
+_TRUE_WORDS = ("1", "ON", "YES", "TRUE")  # what huggingface_hub itself reads as "on"
 _ADVICE = "pass a local folder with --model, or run with network access to download it once"
 
 
@@ -81,7 +81,7 @@ def _hub_offline_variable() -> str | None:
     """The offline switch that is on (``HF_HUB_OFFLINE=1``), else None."""
     for var in _OFFLINE_VARS:
         value = os.environ.get(var)
-        if value is not None and value.strip().lower() not in _FALSE_WORDS:
+        if value is not None and value.strip().upper() in _TRUE_WORDS:
             return f"{var}={value}"
     return None
 
@@ -120,6 +120,8 @@ def _probe_hub(timeout_s: float) -> str | None:
         return f"{endpoint}: {err.reason}"
     except (TimeoutError, OSError) as err:
         return f"{endpoint}: {err or type(err).__name__} (no answer within {timeout_s:g} s)"
+    except ValueError as err:  # HF_ENDPOINT is not a URL
+        return f"{endpoint!r} is not a URL ({err}); check HF_ENDPOINT"
 
 
 def _hub_unavailable(probe_timeout_s: float) -> str | None:
@@ -287,7 +289,9 @@ def load_adapter(model, adapter: str | os.PathLike, *, probe_timeout_s: float = 
                              "(pass the folder a training run wrote, e.g. grpo_out/final or a checkpoint-N/model)")
     try:
         return _from_pretrained(factory, adapter, "adapter", probe_timeout_s=probe_timeout_s, **kwargs)
-    except RuntimeError as err:  # peft's size-mismatch error when the adapter was trained on another base
+    except RuntimeError as err:
+        if "size mismatch" not in str(err):  # peft's error for an adapter trained on another base
+            raise
         raise ModelLoadError(f"could not load adapter {os.fspath(adapter)!r} onto this base model: "
                              f"{_first_line(err)}; evaluate it on the base it was trained on") from err
 
@@ -486,7 +490,11 @@ def _convert_into(target: Path, gguf: Path, converter: Callable[[Path, Path], No
     """Convert into a private temporary folder, write the marker last, then rename it into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        converter(gguf, staging)
+        try:
+            converter(gguf, staging)
+        except Exception as err:  # a transformers or gguf failure deep inside the conversion
+            raise ModelLoadError(f"could not convert {gguf} into a model folder: {_first_line(err)}; reinstall it "
+                                 f"({DEMO_INSTALL}) or pass another model (--model)") from err
         atomic_write(staging / _MARKER, json.dumps(_source_record(gguf), indent=2) + "\n")
         try:
             _install_folder(staging, target)
@@ -542,15 +550,20 @@ def demo_model_path(*, cache_dir: str | os.PathLike | None = None, converter: Ca
     target = root / DEMO_CACHE_NAME
     if _cache_matches(target, gguf):
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    with _cache_lock(root, DEMO_CACHE_NAME):
-        if _cache_matches(target, gguf):  # another process converted it while we waited for the lock
-            return target
-        if converter is None:
-            _require_gguf_reader()
-        (announce or _to_stderr)(f"converting {gguf.name} (from the {package} package) to float32 safetensors "
-                                 f"in {target}, once (about 20 s)")
-        _convert_into(target, gguf, converter or convert_gguf)
+    if converter is None:
+        _require_gguf_reader()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with _cache_lock(root, DEMO_CACHE_NAME):
+            if not _cache_matches(target, gguf):  # else another process converted it while we waited
+                (announce or _to_stderr)(f"converting {gguf.name} (from the {package} package) to float32 "
+                                         f"safetensors in {target}, once (about 20 s)")
+                _convert_into(target, gguf, converter or convert_gguf)
+    except ModelLoadError:
+        raise
+    except OSError as err:
+        raise ModelLoadError(f"cannot write the demo model cache {target}: {err}; set {CACHE_ENV} to a "
+                             "writable folder") from err
     return target
 
 
