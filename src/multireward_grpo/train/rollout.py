@@ -35,7 +35,7 @@ import contextlib
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -271,7 +271,8 @@ def _only_generation_config(model, config):
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
                        temperature: float, top_p: float = 1.0, batch_size: int = 32,
-                       generator_seed: int | None = None, share_prompt: bool = True) -> Rollouts:
+                       generator_seed: int | None = None, share_prompt: bool = True,
+                       progress: Callable[[int, int], None] | None = None) -> Rollouts:
     """Sample ``m`` completions per prompt; rows are prompt-major (prompt i owns rows i*m .. i*m+m-1).
 
     Generation runs in batches of ``batch_size`` sequences; all rows share
@@ -280,6 +281,7 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     generation from their cache. The sampling settings are these arguments
     and nothing else (:func:`sampling_config`); the model's own
     ``generation_config`` is ignored apart from its EOS ids.
+    ``progress(rows_done, rows_total)`` is called after each batch.
     """
     device = next(model.parameters()).device
     enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -298,6 +300,8 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
             cached = _shared_prompt(model, ids, mask, share_prompt)
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=settings, **cached)
             chunks.append(out[:, prompt_ids.shape[1]:])
+            if progress is not None:
+                progress(start + ids.shape[0], prompt_ids.shape[0])
     width = max(c.shape[1] for c in chunks)
     completion_ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in chunks])
     completion_mask, truncated = completion_mask_from_eos(completion_ids, eos)

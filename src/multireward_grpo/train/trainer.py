@@ -162,15 +162,23 @@ def _device_and_dtype(cfg: GRPOConfig):
 
 
 def _load(cfg: GRPOConfig, model, tokenizer, device, dtype):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The model and tokenizer of ``cfg.model`` (unless given), left-padded, on ``device``.
+
+    A model passed without its tokenizer gets the tokenizer of the folder or
+    id it was loaded from (``name_or_path``), else of ``cfg.model``. Loading
+    fails fast with a :class:`~multireward_grpo.models.ModelLoadError` that
+    says what to do (no such folder, Hub unreachable, ...).
+    """
+    from multireward_grpo.models import load_causal_lm, load_tokenizer
 
     if tokenizer is None:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        source = (getattr(model, "name_or_path", None) if model is not None else None) or cfg.model
+        tokenizer = load_tokenizer(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if model is None:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+        model = load_causal_lm(cfg.model, dtype=dtype)
     else:
         model = model.to(dtype)
     return model.to(device), tokenizer
