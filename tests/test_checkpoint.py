@@ -15,12 +15,12 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from tiny_lm import make_model, make_tokenizer
+from trainer_helpers import PROMPTS, InterruptAt, e_reward, tiny_config
 
 from multireward_grpo import GRPOConfig, GRPOTrainer
 from multireward_grpo.train import checkpoint as ckpt
 from multireward_grpo.train import trainer as trainer_module
 
-PROMPTS = ["say yes", "one two", "the cat", "hello", "please help", "thank you", "a dog", "good answer"]
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -29,29 +29,13 @@ def tokenizer():
     return make_tokenizer()
 
 
-def e_reward(completion, prompt):
-    """Channel 0: share of 'e' among letters; channel 1: 1 when short."""
-    letters = [c for c in completion if c.isalpha()]
-    share = sum(c == "e" for c in letters) / len(letters) if letters else 0.0
-    return (share, 1.0 if len(completion) < 12 else 0.0)
-
-
 def three_channels(completion, prompt):
     return (*e_reward(completion, prompt), 0.5)
 
 
-def _config(out_dir, **kw):
-    base = {"model": "tiny", "weights": (1.0, 0.0), "n_steps": 2, "batch_prompts": 2, "m": 4, "max_new_tokens": 6,
-            "temperature": 1.0, "lr": 1e-2, "kl_coef": 0.0, "seed": 0, "lora_r": 4, "lora_alpha": 8,
-            "lora_dropout": 0.0, "device": "cpu", "out_dir": str(out_dir), "checkpoint_every": 0, "sample_every": 1,
-            "verbose": False, "micro_batch_size": 3}
-    base.update(kw)
-    return GRPOConfig(**base)
-
-
 def _trainer(out_dir, tokenizer, reward=e_reward, prompts=PROMPTS, **kw):
     eval_prompts = PROMPTS[:2] if kw.get("eval_every") else None
-    return GRPOTrainer(_config(out_dir, **kw), reward, prompts, model=make_model(tokenizer), tokenizer=tokenizer,
+    return GRPOTrainer(tiny_config(out_dir, **kw), reward, prompts, model=make_model(tokenizer), tokenizer=tokenizer,
                        eval_prompts=eval_prompts)
 
 
@@ -307,24 +291,11 @@ def test_latest_is_the_newest_checkpoint_of_the_resumed_lineage(tmp_path, tokeni
     assert again.step == 2 and again.parent["run_id"] == resumed.run_id
 
 
-class _InterruptAt:
-    """A reward that raises KeyboardInterrupt (Ctrl-C while scoring) at its ``call``-th call."""
-
-    def __init__(self, call):
-        self.call, self.calls = call, 0
-
-    def __call__(self, completion, prompt):
-        self.calls += 1
-        if self.calls == self.call:
-            raise KeyboardInterrupt
-        return e_reward(completion, prompt)
-
-
 def test_ctrl_c_after_resuming_an_older_step_saves_the_new_lineage(tmp_path, tokenizer, capsys):
     out = tmp_path / "run"
     _trainer(out, tokenizer, n_steps=2, checkpoint_every=1).train()
     per_step = 2 * 4  # batch_prompts x m reward calls
-    cut = _trainer(out, tokenizer, reward=_InterruptAt(per_step + 3), n_steps=3,  # inside the 2nd step after resuming
+    cut = _trainer(out, tokenizer, reward=InterruptAt(per_step + 3), n_steps=3,  # inside the 2nd step after resuming
                    resume_from=str(out / "checkpoint-1"))
     with pytest.raises(KeyboardInterrupt):
         cut.train()
@@ -354,7 +325,7 @@ def test_every_config_field_is_either_refused_or_applied_on_resume():
 def test_resume_refuses_every_incompatible_change_at_once_before_loading(two_step_run, tokenizer, monkeypatch):
     _no_model_load(monkeypatch)
     with pytest.raises(ValueError) as info:
-        GRPOTrainer(_config(two_step_run, mode="an", m=3, seed=9, lora_r=8, weights=(1.0, 0.0, 1.0),
+        GRPOTrainer(tiny_config(two_step_run, mode="an", m=3, seed=9, lora_r=8, weights=(1.0, 0.0, 1.0),
                             resume_from="latest"),
                     three_channels, PROMPTS[:-1], model=make_model(tokenizer), tokenizer=tokenizer)
     message = str(info.value)
@@ -434,13 +405,13 @@ def test_an_unchanged_resume_prints_no_applied_line(two_step_run, tmp_path, toke
 def test_resume_latest_without_a_checkpoint_fails_before_the_model_loads(tmp_path, tokenizer, monkeypatch):
     _no_model_load(monkeypatch)
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
-        GRPOTrainer(_config(tmp_path / "run", resume_from="latest"), e_reward, PROMPTS, tokenizer=tokenizer)
+        GRPOTrainer(tiny_config(tmp_path / "run", resume_from="latest"), e_reward, PROMPTS, tokenizer=tokenizer)
 
 
 def test_a_missing_resume_path_fails_before_the_model_loads(tmp_path, tokenizer, monkeypatch):
     _no_model_load(monkeypatch)
     with pytest.raises(FileNotFoundError, match="checkpoint-9"):
-        GRPOTrainer(_config(tmp_path / "run", resume_from=str(tmp_path / "run" / "checkpoint-9")), e_reward,
+        GRPOTrainer(tiny_config(tmp_path / "run", resume_from=str(tmp_path / "run" / "checkpoint-9")), e_reward,
                     PROMPTS, tokenizer=tokenizer)
 
 

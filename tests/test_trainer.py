@@ -20,8 +20,8 @@ from multireward_grpo.train.rollout import (  # noqa: E402
     token_logprobs,
 )
 from tiny_lm import make_model, make_tokenizer  # noqa: E402
+from trainer_helpers import InterruptAt, PROMPTS, e_reward, tiny_config  # noqa: E402
 
-PROMPTS = ["say yes", "one two", "the cat", "hello", "please help", "thank you", "a dog", "good answer"]
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +29,8 @@ def tokenizer():
     return make_tokenizer()
 
 
-def e_reward(completion, prompt):
-    """Channel 0: share of 'e' among letters; channel 1: 1 when short. Learnable by token choice."""
-    letters = [c for c in completion if c.isalpha()]
-    share = sum(c == "e" for c in letters) / len(letters) if letters else 0.0
-    return (share, 1.0 if len(completion) < 12 else 0.0)
-
-
 def _config(tmp_path, **kw):
-    base = dict(model="tiny", weights=(1.0, 0.0), n_steps=2, batch_prompts=2, m=4, max_new_tokens=6,
-                temperature=1.0, lr=1e-2, kl_coef=0.0, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=0, sample_every=1, verbose=False,
-                micro_batch_size=3)
-    base.update(kw)
-    return GRPOConfig(**base)
+    return tiny_config(tmp_path / "run", **kw)
 
 
 def _trainer(tmp_path, tokenizer, reward=e_reward, prompts=PROMPTS, **kw):
@@ -147,19 +135,6 @@ def test_completion_mask_stops_at_first_eos(tokenizer):
 # --------------------------------------------------------------------------- checkpoints
 
 
-class _InterruptAt:
-    """A reward that raises KeyboardInterrupt (Ctrl-C while scoring) at its ``call``-th call."""
-
-    def __init__(self, call):
-        self.call, self.calls = call, 0
-
-    def __call__(self, completion, prompt):
-        self.calls += 1
-        if self.calls == self.call:
-            raise KeyboardInterrupt
-        return e_reward(completion, prompt)
-
-
 def _assert_same_run(resumed, straight):
     for k, v in _lora_state(straight).items():
         torch.testing.assert_close(_lora_state(resumed)[k], v, atol=0, rtol=0)
@@ -170,7 +145,7 @@ def test_ctrl_c_before_the_update_saves_the_last_step_and_resumes_exactly(tmp_pa
     straight = _trainer(tmp_path / "a", tokenizer, n_steps=4)
     straight.train()
     per_step = 2 * 4  # batch_prompts x m reward calls
-    cut = _trainer(tmp_path / "b", tokenizer, reward=_InterruptAt(2 * per_step + 3), n_steps=4)  # inside step 3
+    cut = _trainer(tmp_path / "b", tokenizer, reward=InterruptAt(2 * per_step + 3), n_steps=4)  # inside step 3
     with pytest.raises(KeyboardInterrupt):
         cut.train()
     assert cut.step == 2 and len(cut.history) == 2

@@ -15,12 +15,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from multireward_grpo import GRPOConfig, GRPOTrainer  # noqa: E402
+from multireward_grpo import GRPOTrainer  # noqa: E402
 from multireward_grpo.train import losses  # noqa: E402
 from multireward_grpo.train.rollout import normalize_prompt, render_prompts, sample_completions  # noqa: E402
 from tiny_lm import make_model, make_tokenizer  # noqa: E402
+from trainer_helpers import PROMPTS, e_reward, tiny_config  # noqa: E402
 
-PROMPTS = ["say yes", "one two", "the cat", "hello", "please help", "thank you", "a dog", "good answer"]
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +28,8 @@ def tokenizer():
     return make_tokenizer()
 
 
-def e_reward(completion, prompt):
-    """Channel 0: share of 'e' among letters; channel 1: 1 when short."""
-    letters = [c for c in completion if c.isalpha()]
-    share = sum(c == "e" for c in letters) / len(letters) if letters else 0.0
-    return (share, 1.0 if len(completion) < 12 else 0.0)
-
-
 def _config(tmp_path, **kw):
-    base = dict(model="tiny", weights=(1.0, 0.0), n_steps=2, batch_prompts=2, m=4, max_new_tokens=6,
-                temperature=1.0, lr=1e-2, kl_coef=0.0, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
-                device="cpu", out_dir=str(tmp_path / "run"), checkpoint_every=0, sample_every=1, verbose=False,
-                micro_batch_size=3)
-    base.update(kw)
-    return GRPOConfig(**base)
+    return tiny_config(tmp_path / "run", **kw)
 
 
 def _trainer(tmp_path, tokenizer, reward=e_reward, prompts=PROMPTS, model=None, eval_prompts=None, **kw):
