@@ -121,6 +121,7 @@ def test_demo_model_is_converted_once_then_reused(fake_wheel, model_dir, tmp_pat
 def test_default_converter_is_convert_gguf(fake_wheel, model_dir, tmp_path, monkeypatch):
     convert = CountingConverter(model_dir)
     monkeypatch.setattr(models, "convert_gguf", convert)
+    monkeypatch.setattr(models, "_require_gguf_reader", lambda: None)  # the gguf reader is the slow tier's
     path = demo_model_path(cache_dir=tmp_path / "cache", package=FAKE_PACKAGE, announce=lambda _m: None)
     assert len(convert.calls) == 1 and (path / "SOURCE.json").is_file()
 
