@@ -8,6 +8,8 @@ declare ``channel_names`` (a tuple of ``R`` strings) and a batched method
 prefers when present. :func:`as_reward_function` wraps any of these (a plain
 function too) into a :class:`CheckedRewardFunction` that validates every score
 and turns errors into messages that name the completion, prompt and channel.
+TRL-style functions (``f(prompts, completions, **kwargs)``, one channel each)
+go through :func:`~multireward_grpo.rewards.trl_style.from_trl_reward_funcs`.
 """
 
 from __future__ import annotations
@@ -203,15 +205,20 @@ class CheckedRewardFunction:
     def __repr__(self) -> str:
         return f"CheckedRewardFunction({_short(self.fn)}, channel_names={self._names})"
 
-    def __call__(self, completion: str, prompt: Any, *, nan_policy: str = "raise") -> np.ndarray:
-        """Score one completion: a validated float64 array of shape ``(R,)``."""
+    def with_channels(self, *, channel_names: Sequence[str] | None = None,
+                      n_channels: int | None = None) -> CheckedRewardFunction:
+        """The same function checked against other channel names or another channel count."""
+        return CheckedRewardFunction(self.fn, channel_names=channel_names, n_channels=n_channels)
+
+    def __call__(self, completion: str, prompt: Any, *, nan_policy: str = "raise", context=None) -> np.ndarray:
+        """Score one completion: a validated float64 array of shape ``(R,)`` (``context``: see :meth:`score_batch`)."""
         _check_nan_policy(nan_policy)
         _check_completions([completion], [prompt])
         rows = [self._call_one(0, completion, prompt)]
         return self._finish(rows, [completion], [prompt], nan_policy)[0]
 
     def score_batch(
-        self, completions: Sequence[str], prompts: Sequence[Any], *, nan_policy: str = "raise"
+        self, completions: Sequence[str], prompts: Sequence[Any], *, nan_policy: str = "raise", context=None
     ) -> np.ndarray:
         """Score ``N`` completions: a validated float64 array of shape ``(N, R)``.
 
@@ -231,6 +238,12 @@ class CheckedRewardFunction:
             ``"propagate"`` keep NaN in the result for the advantage
             estimator's ``nan_policy`` to handle. Infinite scores are always
             an error.
+        context : mapping, optional
+            What a trainer knows about the batch beyond the texts
+            (``completion_ids``, ``trainer_state``, ``log_extra``,
+            ``log_metric``). Functions of the ``fn(completion, prompt)``
+            protocol never see it; TRL-style functions get it as keyword
+            arguments (see :mod:`~multireward_grpo.rewards.trl_style`).
 
         Returns
         -------
@@ -412,5 +425,5 @@ def as_reward_function(
     if isinstance(fn, CheckedRewardFunction):
         if channel_names is None and (n_channels is None or n_channels == fn.n_channels):
             return fn
-        fn = fn.fn
+        return fn.with_channels(channel_names=channel_names, n_channels=n_channels)
     return CheckedRewardFunction(fn, channel_names=channel_names, n_channels=n_channels)
