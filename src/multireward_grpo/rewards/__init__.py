@@ -5,6 +5,10 @@
   :func:`as_reward_function`, which wraps any of them into a
   :class:`CheckedRewardFunction` that validates every score and names the
   completion, prompt and channel in its errors.
+- :mod:`~multireward_grpo.rewards.trl_style`: TRL-style reward functions
+  (``f(prompts, completions, **kwargs) -> list[float | None]``, one channel
+  each) as one reward function: :func:`from_trl_reward_funcs`,
+  :class:`TRLRewardFunctions`.
 - :mod:`~multireward_grpo.rewards.answers`: answer extraction and comparison
   (:func:`extract_answer`, :func:`parse_number`, :func:`normalize_answer`,
   :func:`answers_match`).
@@ -39,6 +43,7 @@ from multireward_grpo.rewards.protocol import (
     RewardFunctionError,
     as_reward_function,
 )
+from multireward_grpo.rewards.trl_style import TRLRewardFunctions, from_trl_reward_funcs
 
 __all__ = [
     "BatchRewardFunction",
@@ -47,11 +52,13 @@ __all__ = [
     "RewardConfig",
     "RewardFunction",
     "RewardFunctionError",
+    "TRLRewardFunctions",
     "answers_match",
     "as_reward_function",
     "count_tokens",
     "extract_answer",
     "extract_gold_answer",
+    "from_trl_reward_funcs",
     "normalize_answer",
     "parse_number",
     "reward_correctness",
