@@ -51,7 +51,8 @@ def summarize(rewards: np.ndarray, weights, channel_names, m: int) -> EvalResult
 
 def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weights, max_new_tokens: int,
                    temperature: float, top_p: float = 1.0, batch_size: int = 32, nan_policy: str = "raise",
-                   share_prompt: bool = True, progress: Callable[[int, int], None] | None = None) -> EvalResult:
+                   share_prompt: bool = True, progress: Callable[[int, int], None] | None = None,
+                   reward_context: dict | None = None) -> EvalResult:
     """Sample ``m`` completions per prompt item and score them.
 
     Parameters
@@ -71,6 +72,9 @@ def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weight
         ``progress(prompts_done, prompts_total)``, called after each
         generation batch (a prompt counts once all its ``m`` completions are
         sampled); the CLI draws its progress bar with it.
+    reward_context : dict, optional
+        More of the reward's ``context`` (e.g. ``trainer_state``); the
+        completions' token ids are always in it.
     """
     from multireward_grpo.train.rollout import render_prompts, sample_completions
 
@@ -80,7 +84,8 @@ def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weight
                                   batch_size=batch_size, generator_seed=seed, share_prompt=share_prompt,
                                   progress=_per_prompt(progress, m))
     originals = [items[i // m].original for i in range(len(rollouts))]
-    rewards = reward.score_batch(rollouts.texts, originals, nan_policy=nan_policy)
+    context = {"completion_ids": rollouts.completion_id_lists(), **(reward_context or {})}
+    rewards = reward.score_batch(rollouts.texts, originals, nan_policy=nan_policy, context=context)
     return summarize(rewards.reshape(len(items), m, -1), weights, reward.channel_names, m)
 
 

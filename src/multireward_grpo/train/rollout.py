@@ -113,6 +113,10 @@ class Rollouts:
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
 
+    def completion_id_lists(self) -> list[list[int]]:
+        """Each completion's token ids up to and including its first EOS (the masked-in tokens): N lists."""
+        return [ids[mask.bool()].tolist() for ids, mask in zip(self.completion_ids.cpu(), self.completion_mask.cpu())]
+
     def rows(self, idx) -> "Rollouts":
         """The rows ``idx`` (a slice or index tensor)."""
         texts = self.texts[idx] if isinstance(idx, slice) else [self.texts[i] for i in idx.tolist()]
