@@ -287,33 +287,43 @@ class GRPOTrainer:
     Parameters
     ----------
     config : GRPOConfig
-    reward_fn : callable or RewardFunction
+    reward_fn : callable or RewardFunction, optional
         ``reward_fn(completion, prompt) -> R scores`` (``R = len(config.weights)``),
         or an object with ``score_batch(completions, prompts) -> (N, R)``.
         ``prompt`` is the item as you passed it (string, messages or dict with
-        metadata).
-    prompts : sequence
+        metadata). Give this or ``reward_funcs``.
+    prompts : sequence or datasets.Dataset
         Strings, chat-message lists, or dicts with ``messages`` / ``prompt`` /
-        ``text`` plus metadata.
-    eval_prompts : sequence, optional
+        ``text`` plus metadata; or a ``datasets.Dataset`` whose rows are such
+        dicts (e.g. a ``prompt`` column and more).
+    reward_funcs : list of callable, optional
+        TRL-style reward functions instead of ``reward_fn``: each
+        ``f(prompts, completions, **kwargs) -> list[float | None]`` is one
+        channel, in order, named after the function; ``config.weights`` has one
+        entry per function. The other columns of a prompt row arrive as keyword
+        arguments, None is a missing reward for ``config.nan_policy``; see
+        :mod:`multireward_grpo.rewards.trl_style`.
+    eval_prompts : sequence or datasets.Dataset, optional
         Held-out prompts for ``evaluate`` and ``config.eval_every``.
     model, tokenizer : optional
         Already-loaded objects instead of loading ``config.model``.
     """
 
-    def __init__(self, config: GRPOConfig, reward_fn: Callable | Any, prompts: Sequence[Any], *,
-                 eval_prompts: Sequence[Any] | None = None, model=None, tokenizer=None):
+    def __init__(self, config: GRPOConfig, reward_fn: Callable | Any = None, prompts: Sequence[Any] | None = None, *,
+                 reward_funcs: Sequence[Callable] | None = None, eval_prompts: Sequence[Any] | None = None,
+                 model=None, tokenizer=None):
         _require_llm()
-        from multireward_grpo.rewards import as_reward_function
-
         if not isinstance(config, GRPOConfig):
             raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
+        if prompts is None:
+            raise TypeError("GRPOTrainer needs prompts: a list of prompts or a datasets.Dataset with a 'prompt' column")
         self.config = config
         self.rules = config.parsed_conditioning()
-        self.reward = as_reward_function(reward_fn, n_channels=len(config.weights))
+        self.reward = _reward_function(config, reward_fn, reward_funcs)
         self.prompts = prompt_items(prompts, config.system_prompt)
         self.eval_prompts = prompt_items([] if eval_prompts is None else eval_prompts, config.system_prompt,
                                          name="eval_prompts", allow_empty=True)
+        _check_prompts_for_reward(self.reward, self.prompts, self.eval_prompts)
         if config.eval_every and not self.eval_prompts:
             raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
                              "to GRPOTrainer, or set eval_every=0")
@@ -401,10 +411,11 @@ class GRPOTrainer:
         torch.manual_seed(_stable_seed(self.config.seed, "step", self.step))
         batch = [self.prompts[i] for i in self.sampler.next(self.config.batch_prompts)]
         rollouts, gen_seconds = self._sample(batch)
-        rewards = self._score(rollouts, batch)  # (P*m, R) numpy
+        rewards, reward_metrics = self._score(rollouts, batch)  # (P*m, R) numpy; the step's log_metric means
         advantages = self._advantages(rewards)  # (P*m,) torch
         update = self._update(rollouts, advantages)
         record = self._record(rewards, advantages, rollouts, update, gen_seconds, time.perf_counter() - started)
+        _add_reward_metrics(record, reward_metrics)
         record["samples"] = [(batch[i // self.config.m].messages[-1]["content"], rollouts.texts[i])
                              for i in range(0, len(rollouts), self.config.m)][:2]
         self.history.append({k: v for k, v in record.items() if k != "samples"})
@@ -463,11 +474,13 @@ class GRPOTrainer:
                                                                         allow_empty=True)
         if not items:
             raise ValueError("no eval prompts: pass prompts=... or eval_prompts= to the trainer")
+        _check_prompts_for_reward(self.reward, items)
         cfg = self.config
         return evaluate_model(self.model, self.tokenizer, self.reward, items, m=m, seed=seed, weights=cfg.weights,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy,
-                              share_prompt=cfg.share_prompt_cache)
+                              share_prompt=cfg.share_prompt_cache,
+                              reward_context={"trainer_state": self._trainer_state(self.step, self.sampler.drawn)})
 
     # ------------------------------------------------------------------ pieces of a step
 
@@ -485,8 +498,25 @@ class GRPOTrainer:
         return rollouts, time.perf_counter() - started
 
     def _score(self, rollouts, batch):
+        """The ``(N, R)`` rewards, and ``{name: mean}`` of what TRL-style functions sent to ``log_metric``."""
+        from multireward_grpo.rewards.trl_style import RewardMetricLog
+
         originals = [batch[i // self.config.m].original for i in range(len(rollouts))]
-        return self.reward.score_batch(rollouts.texts, originals, nan_policy=self.config.nan_policy)
+        log = RewardMetricLog()
+        context = {"completion_ids": rollouts.completion_id_lists(), "log_extra": log.log_extra,
+                   "log_metric": log.log_metric,
+                   "trainer_state": self._trainer_state(self.step - 1, self.sampler.drawn - len(batch))}
+        rewards = self.reward.score_batch(rollouts.texts, originals, nan_policy=self.config.nan_policy, context=context)
+        return rewards, log.means()
+
+    def _trainer_state(self, steps_done: int, prompts_drawn: int):
+        """What TRL-style reward functions get as ``trainer_state``: like TRL, ``global_step`` and ``max_steps``
+        count optimizer updates (``num_iterations`` per step); ``epoch`` is the fraction of passes over the prompts."""
+        from transformers import TrainerState
+
+        cfg = self.config
+        return TrainerState(global_step=steps_done * cfg.num_iterations, max_steps=cfg.n_steps * cfg.num_iterations,
+                            epoch=prompts_drawn / len(self.prompts), train_batch_size=cfg.batch_prompts * cfg.m)
 
     def _advantages(self, rewards):
         import torch
@@ -605,15 +635,75 @@ class GRPOTrainer:
             save_checkpoint(self)
 
 
+def _reward_function(config: GRPOConfig, reward_fn, reward_funcs):
+    """The checked reward function of ``reward_fn`` or ``reward_funcs`` (exactly one of them)."""
+    from multireward_grpo.rewards import as_reward_function, from_trl_reward_funcs
+
+    if reward_fn is not None and reward_funcs is not None:
+        raise TypeError("got both reward_fn and reward_funcs: pass one, reward_fn=f (f(completion, prompt) -> R scores) "
+                        "or reward_funcs=[f1, f2, ...] (TRL-style, one channel per function)")
+    if reward_fn is None and reward_funcs is None:
+        raise TypeError("GRPOTrainer needs a reward: reward_fn=f (f(completion, prompt) -> R scores) or "
+                        "reward_funcs=[f1, f2, ...] (TRL-style f(prompts, completions, **kwargs), one channel each)")
+    if reward_funcs is None:
+        if isinstance(reward_fn, (list, tuple)) and reward_fn and all(callable(f) for f in reward_fn):
+            raise TypeError(f"reward_fn is a list of {len(reward_fn)} functions: pass TRL-style reward functions as "
+                            "reward_funcs=[...], or one function returning all channels as reward_fn")
+        return as_reward_function(reward_fn, n_channels=len(config.weights))
+    funcs = from_trl_reward_funcs(reward_funcs)
+    if funcs.n_channels != len(config.weights):
+        raise ValueError(f"reward_funcs has {funcs.n_channels} functions {funcs.channel_names} but config.weights has "
+                         f"{len(config.weights)} entries {tuple(config.weights)}: give one weight per reward function, "
+                         "in the same order")
+    return funcs
+
+
+def _check_prompts_for_reward(reward, *prompt_lists) -> None:
+    """TRL-style reward functions need rows with a ``prompt`` key and even columns: check before any model loads."""
+    from multireward_grpo.rewards import TRLRewardFunctions
+
+    if isinstance(reward, TRLRewardFunctions):
+        for name, items in zip(("prompts", "eval_prompts"), prompt_lists):
+            reward.check_prompts([item.original for item in items], name)
+
+
+def _add_reward_metrics(record: dict, metrics: dict) -> None:
+    """Join what reward functions sent to ``log_metric`` to the step record, never over one of its own keys."""
+    taken = sorted(set(metrics) & set(record))
+    if taken:
+        raise ValueError(f"a reward function logged the metric {taken[0]!r} with log_metric, but the trainer's history "
+                         "has a key of that name; log it under another name")
+    record.update(metrics)
+
+
+def _dataset_rows(dataset, name: str) -> list:
+    """The rows (dicts) of a ``datasets.Dataset``, found by its ``column_names``; a split is required."""
+    from collections.abc import Mapping
+
+    columns = dataset.column_names
+    if isinstance(columns, Mapping):
+        raise TypeError(f"{name} is a DatasetDict with the splits {sorted(columns)}: pass one split, "
+                        f"e.g. dataset[{min(columns)!r}]")
+    if not hasattr(dataset, "__len__"):
+        raise TypeError(f"{name} is a streamed (iterable) dataset, but prompts are drawn at random: load it without "
+                        "streaming=True, or pass a list of its rows, e.g. list(dataset.take(1000))")
+    if not any(c in (columns or ()) for c in ("messages", "prompt", "text", "question")):
+        raise ValueError(f"{name} is a dataset with the columns {list(columns or ())} but no 'prompt' column "
+                         "('messages', 'text' or 'question' also work): rename the column that holds the prompts")
+    return dataset.to_list() if callable(getattr(dataset, "to_list", None)) else list(dataset)
+
+
 def prompt_items(prompts, system_prompt: str | None = None, *, name: str = "prompts", allow_empty: bool = False):
     """Read a list of prompts as :class:`~multireward_grpo.train.rollout.PromptItem` s.
 
     Parameters
     ----------
-    prompts : iterable
+    prompts : iterable or datasets.Dataset
         Strings, chat-message lists, dicts (see ``normalize_prompt``) or
-        PromptItems. A bare string, bytes or dict is refused: iterating it
-        would train on one prompt per character (or key).
+        PromptItems; or a ``datasets.Dataset`` (anything with
+        ``column_names``), read as its rows. A bare string, bytes or dict is
+        refused: iterating it would train on one prompt per character (or
+        key).
     system_prompt : str, optional
     name : str
         What the argument is called in error messages.
@@ -628,6 +718,8 @@ def prompt_items(prompts, system_prompt: str | None = None, *, name: str = "prom
 
     from multireward_grpo.train.rollout import PromptItem, normalize_prompt
 
+    if hasattr(prompts, "column_names"):
+        prompts = _dataset_rows(prompts, name)
     if isinstance(prompts, (str, bytes, Mapping)) or not isinstance(prompts, Iterable):
         kind = type(prompts).__name__
         hint = "; wrap it: [prompt]" if isinstance(prompts, (str, bytes, Mapping)) else ""
@@ -639,6 +731,7 @@ def prompt_items(prompts, system_prompt: str | None = None, *, name: str = "prom
             for index, item in enumerate(items)]
 
 
-def train_grpo(config: GRPOConfig, reward_fn, prompts, **kwargs) -> list[dict]:
-    """``GRPOTrainer(config, reward_fn, prompts, **kwargs).train()``."""
+def train_grpo(config: GRPOConfig, reward_fn=None, prompts=None, **kwargs) -> list[dict]:
+    """``GRPOTrainer(config, reward_fn, prompts, **kwargs).train()`` (``reward_funcs=[...]`` instead of ``reward_fn``
+    works too)."""
     return GRPOTrainer(config, reward_fn, prompts, **kwargs).train()
