@@ -276,6 +276,23 @@ def test_scale_free(scale):
     np.testing.assert_array_equal(result.zero_var_frac, base.zero_var_frac)
 
 
+def test_correlation_exact_when_sigma_is_far_below_eps():
+    """z**2 underflows with eps = 1e-8 at a 1e-170 scale; the correlation is then taken without eps."""
+    rewards = np.random.default_rng(22).normal(size=(15, 5, 3))
+    base = channel_diagnostics(rewards, compute_advantage_batch(rewards, W3, "na"), W3)
+    tiny = rewards * 1e-170
+    result = channel_diagnostics(tiny, compute_advantage_batch(tiny, W3, "na"), W3)
+    np.testing.assert_allclose(result.correlation, base.correlation, rtol=1e-12)
+    np.testing.assert_array_equal(result.correlation_groups, base.correlation_groups)
+    for method in ("zero_fill", "subgroup"):  # the conditioned channels take the same path (a sign gate: scale-free)
+        rules = [{"gate": 0, "target": 1, "method": method, "threshold": 0.0}]
+        expected = channel_diagnostics(rewards, compute_advantage_batch(rewards, W3, "na", conditioning=rules), W3,
+                                       conditioning=rules, eps=0.0)
+        conditioned = channel_diagnostics(tiny, compute_advantage_batch(tiny, W3, "na", conditioning=rules), W3,
+                                          conditioning=rules)
+        np.testing.assert_allclose(conditioned.correlation, expected.correlation, rtol=1e-10, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- kinds and contract
 
 

@@ -70,6 +70,7 @@ numpy float64 either way. Inputs are never modified.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,8 +161,7 @@ def channel_diagnostics(rewards, advantages, w=None, *, conditioning=None, ddof:
     usable = _usable_groups(raw, seen, adv) if nan_policy == "propagate" else None
     z, constant = _zscores(raw, raw_mask, options)
     influence = _influence(adv, z, raw_mask, options.ddof, usable)
-    z_seen, constant_seen = _zscores(seen, seen_mask, EstimatorOptions(ddof=options.ddof, eps=0.0))
-    correlation, counts = _pooled_correlation(z_seen, constant_seen, seen_mask, usable)
+    correlation, counts = _seen_correlation(seen, seen_mask, options, usable, (z, constant) if not rules else None)
     to_np = xp.to_numpy
     n_groups = int(raw.shape[0])
     nan_groups = 0 if usable is None else n_groups - int(xp.sum(usable))
@@ -279,32 +279,63 @@ def _influence(adv, z, mask, ddof: int, usable):
     return kept / n_usable if n_usable > 0 else kept * xp.nan
 
 
+def _seen_correlation(seen, mask, options: EstimatorOptions, usable, raw_zscores):
+    """:func:`_pooled_correlation` of the channels the estimator sees.
+
+    The correlation is a ratio, so ``eps`` (which scales each group and
+    channel's z by ``sigma / (sigma + eps)``) cancels from it: the z-scores
+    with the estimator's ``eps`` serve (those of the raw channels when
+    nothing is conditioned). Only where ``sigma`` is so far below ``eps``
+    that ``z**2`` leaves the normal range does it recompute them with
+    ``eps = 0``, which the estimators' rescaling keeps exact at any scale.
+    """
+    z, constant = raw_zscores if raw_zscores is not None else _zscores(seen, mask, options)
+    result = _pooled_correlation(z, constant, mask, usable, check_range=options.eps > 0)
+    if result is None:
+        z, constant = _zscores(seen, mask, EstimatorOptions(ddof=options.ddof, eps=0.0))
+        result = _pooled_correlation(z, constant, mask, usable, check_range=False)
+    return result
+
+
 def _pair_norms(z, mask):
     """(B, R, R) ``sum_j z_jk^2`` over the rollouts where ``l`` is observed too, and the pair counts."""
     xp = namespace(z)
     if mask is None:
-        squares = xp.einsum("bmk,bmk->bk", z, z)[..., None]  # (B, R, 1), broadcast over l
+        squares = xp.einsum("bkk->bk", z.swapaxes(-2, -1) @ z)[..., None]  # (B, R, 1), broadcast over l
         return squares * xp.full((1, 1, z.shape[-1]), 1.0, like=z), float(z.shape[-2])
     observed = xp.cast(mask, z)
-    return xp.einsum("bmk,bml->bkl", z * z, observed), xp.einsum("bmk,bml->bkl", observed, observed)
+    return (z * z).swapaxes(-2, -1) @ observed, observed.swapaxes(-2, -1) @ observed
 
 
-def _pooled_correlation(z, constant, mask, usable):
-    """(R, R) within-group correlations averaged over the groups where both channels vary, and the counts."""
+def _pooled_correlation(z, constant, mask, usable, *, check_range: bool):
+    """(R, R) within-group correlations averaged over the groups where both channels vary, and the counts.
+
+    With ``check_range``: None when a varying channel's sum of squared
+    z-scores is below ``tiny / machine eps``, where subnormal rounding could
+    show (the caller then recomputes z without ``eps``).
+    """
     xp = namespace(z)
     with xp.quiet():
-        cross = xp.einsum("bmk,bml->bkl", z, z)
+        cross = z.swapaxes(-2, -1) @ z  # (B, R, R); matmul is several times faster than einsum here
         norms, n_pairs = _pair_norms(z, mask)
         varies = ~constant
+        if check_range and xp.any(varies & (xp.einsum("bkk->bk", norms) < _lowest_safe_norm(z))):
+            return None
         valid = varies[:, :, None] & varies[:, None, :] & (norms > 0) & (norms.swapaxes(-2, -1) > 0) & (n_pairs >= 2)
         if usable is not None:
             valid = valid & usable[:, None, None]
-        scale = xp.sqrt(xp.where(valid, norms * norms.swapaxes(-2, -1), 1.0))
+        # Square roots taken apart: their product cannot underflow where norms * norms' would.
+        scale = xp.sqrt(xp.where(valid, norms, 1.0)) * xp.sqrt(xp.where(valid, norms.swapaxes(-2, -1), 1.0))
         corr = xp.where(valid, cross / scale, 0.0)
     corr = xp.where(corr > 1.0, 1.0, xp.where(corr < -1.0, -1.0, corr))  # rounding only
     counts = xp.sum(xp.cast(valid, z), axis=0)
     pooled = xp.sum(corr, axis=0) / xp.where(counts > 0, counts, 1.0)
     return xp.where(counts > 0, pooled, xp.nan), counts
+
+
+def _lowest_safe_norm(z) -> float:
+    limits = namespace(z).limits(z)
+    return math.ldexp(1.0, limits.minexp) / limits.eps
 
 
 def _noise_factor(correlation: np.ndarray, weights: np.ndarray) -> float:

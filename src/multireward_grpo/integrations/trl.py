@@ -460,7 +460,16 @@ class MultiRewardGRPOTrainer(_TRLGRPOTrainer):
         if rewards is None:
             raise RuntimeError("trl's _generate_and_score_completions did not call _calculate_rewards: this trl "
                                "release computes rewards in a way the integration does not know")
-        mode = "train" if self.model.training else "eval"
+        self._use_our_advantages(output, rewards, "train" if self.model.training else "eval")
+        return output
+
+    def _use_our_advantages(self, output: dict, rewards, mode: str) -> None:
+        """All this class adds to a generation: our advantages into ``output``, the logs, the rollout log.
+
+        ``rewards`` is TRL's gathered ``(N_global, R)`` tensor, ``output`` the
+        dict TRL's ``_generate_and_score_completions`` returned (its
+        ``"advantages"`` are replaced).
+        """
         grouped = self._grouped_rewards(rewards, mode)
         advantages = self.multireward_advantages(grouped)  # (B, m)
         flat = np.nan_to_num(advantages, nan=0.0).reshape(-1)  # nan_policy="propagate": a NaN group gets no update
@@ -469,7 +478,6 @@ class MultiRewardGRPOTrainer(_TRLGRPOTrainer):
         self._log_diagnostics(mode, grouped, advantages)
         if mode == "train" and self._multireward.rollout_log is not None and self.accelerator.is_main_process:
             self._append_rollouts(rewards.detach().cpu().numpy().reshape(grouped.shape))
-        return output
 
     # ------------------------------------------------------------------ our part of a step
 
