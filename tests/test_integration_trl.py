@@ -354,6 +354,30 @@ def test_checks_that_need_the_trainer(tokenizer, tmp_path):
     assert duplicates._multireward_labels == ("e_count", "e_count_1", "has_space")
 
 
+def test_process_slice_and_propagate_without_training(tokenizer, tmp_path):
+    """The added step on a gathered batch of 4 groups, as process 1 of 2 sees it (rows 8..15 are its own)."""
+    from types import SimpleNamespace
+
+    trainer = _trainer(MultiRewardGRPOTrainer, tokenizer, tmp_path, nan_policy="propagate", estimator="gdpo")
+    trainer.accelerator = SimpleNamespace(process_index=1, is_main_process=False)
+    rewards = torch.tensor(np.random.default_rng(0).integers(0, 4, (16, 3)), dtype=torch.float32)
+    rewards[13, 1] = float("nan")  # group 3 holds a missing reward
+    output = {"advantages": torch.full((8,), 7.0)}
+    trainer._use_our_advantages(output, rewards, "train")
+    expected = _ours_on(rewards, GROUP, mode="gdpo", nan_policy="propagate")
+    torch.testing.assert_close(output["advantages"], expected[8:], rtol=1e-5, atol=1e-6)
+    assert torch.all(output["advantages"][4:] == 0.0)  # the NaN group gets no update
+    assert output["advantages"].dtype == torch.float32
+    logged = trainer._metrics["train"]
+    assert len(logged["multireward/noise_factor"]) == 1
+    grouped = rewards.double().reshape(4, GROUP, 3)
+    reference = channel_diagnostics(grouped, compute_advantage_flat(rewards.double(), torch.arange(16) // GROUP,
+                                                                    WEIGHTS, "gdpo", nan_policy="propagate")
+                                    .reshape(4, GROUP), WEIGHTS, nan_policy="propagate")
+    assert reference.nan_groups == 1
+    assert logged["multireward/e_count/influence"][0] == pytest.approx(reference.influence[0], rel=1e-6)
+
+
 # --------------------------------------------------------------------------- version guard and imports
 
 

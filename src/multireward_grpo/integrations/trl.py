@@ -19,8 +19,8 @@ Everything TRL takes is passed on unchanged; the keyword-only arguments
 ``estimator``, ``conditioning``, ``nan_policy``, ``ddof``, ``eps``,
 ``scale_by_std``, ``rollout_log`` and ``allow_untested_trl`` are ours. The
 reward functions are the channels, in order (an environment's ``get_reward``
-that TRL appends is the last channel); ``GRPOConfig.reward_weights`` are the
-weights.
+that TRL appends is the last channel, with weight 1; conditioning rules refer
+to ``reward_funcs`` only); ``GRPOConfig.reward_weights`` are the weights.
 
 How it plugs in (TRL 1.16). TRL computes the advantages inline in
 ``_generate_and_score_completions``, right after ``_calculate_rewards``
@@ -103,6 +103,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,7 @@ TESTED_TRL = (1, 16)
 """The TRL release series (major, minor) this integration was tested with."""
 ALLOW_UNTESTED_ENV = "MULTIREWARD_GRPO_ALLOW_UNTESTED_TRL"
 """Set to 1 to run with an untested TRL release (a warning instead of an error)."""
-TRL_CONVENTIONS = {"ddof": 1, "eps": 1e-4}
+TRL_CONVENTIONS = MappingProxyType({"ddof": 1, "eps": 1e-4})
 """TRL's own statistical conventions: ``MultiRewardGRPOTrainer(..., **TRL_CONVENTIONS)``."""
 
 _ROLLOUT_COLUMNS = ("prompt_idx", "seed_idx", "rollout_idx", "m", "prompt")
