@@ -237,7 +237,6 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     try:
         import trl  # noqa: F401
-
         from tiny_lm import make_tokenizer
     except ImportError as err:
         print(f"trl_bench needs the trl extra: pip install -e \".[trl,llm]\" ({err})", file=sys.stderr)

@@ -56,7 +56,7 @@ def _ref_corr(zk, zl):
 def loop_reference(rewards, adv, w, *, seen=None, ddof=0, eps=1e-8, propagate=False):
     """The module docstring's definitions, one group, channel and pair at a time."""
     seen = rewards if seen is None else seen
-    B, m, R = rewards.shape
+    B, _, R = rewards.shape
     zero = [0] * R
     infl_sum, used = [0.0] * R, 0
     corr_sum = [[0.0] * R for _ in range(R)]
@@ -370,11 +370,12 @@ def test_missing_values_are_refused_where_the_policy_says_so():
 
 def test_trainer_history_records_use_the_shared_diagnostics(tmp_path):
     """One step of the tiny trainer: the record's keys are channel_diagnostics of that step's rewards."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("peft")
-    from multireward_grpo import GRPOTrainer
     from tiny_lm import make_model, make_tokenizer
     from trainer_helpers import PROMPTS, e_reward, tiny_config
+
+    from multireward_grpo import GRPOTrainer
 
     def reward(completion, prompt):
         share, short = e_reward(completion, prompt)

@@ -130,7 +130,7 @@ from multireward_grpo.advantage import (
 )
 from multireward_grpo.analysis.diagnostics import channel_diagnostics
 
-__all__ = ["ALLOW_UNTESTED_ENV", "MultiRewardGRPOTrainer", "TESTED_TRL", "TRL_CONVENTIONS", "check_trl_version"]
+__all__ = ["ALLOW_UNTESTED_ENV", "TESTED_TRL", "TRL_CONVENTIONS", "MultiRewardGRPOTrainer", "check_trl_version"]
 
 TESTED_TRL = (1, 16)
 """The TRL release series (major, minor) this integration was tested with."""
