@@ -18,9 +18,18 @@ were), ``skipped_updates`` (int, such skipped updates since the run began);
 the rollouts:
 ``mean_reward`` = mean of ``w.r / sum(w)`` (a weighted average in channel
 units), ``mean_aggregate_reward`` = mean of ``w.r``,
-``mean_channel_{c}`` / ``std_channel_{c}`` per channel index ``c`` and
-``zero_var_frac_{c}`` (fraction of groups where channel ``c`` is constant,
-i.e. gives no signal); ``adv_mean``, ``adv_std``, ``adv_abs_max``;
+``mean_channel_{c}`` / ``std_channel_{c}`` per channel index ``c``;
+
+the channel diagnostics (:mod:`multireward_grpo.analysis.diagnostics`, the
+same numbers the TRL integration logs), per channel index ``c``:
+``zero_var_frac_{c}`` (fraction of groups where channel ``c`` as scored is
+constant, i.e. gives no signal; with ``nan_policy="omit"`` constant among
+its observed values), ``influence_{c}`` (Prop 1's ``Cov(A, z_c)`` of the
+step's advantages, pooled over groups), and ``noise_factor`` (``w' Chat w``,
+Theorem 3's predicted ratio of NA's gradient noise to AN's, from the pooled
+within-group correlation of the channels the estimator sees);
+
+``adv_mean``, ``adv_std``, ``adv_abs_max``;
 ``completion_len_mean``, ``completion_len_max``, ``truncated_frac``
 (completions cut at max_new_tokens); ``gen_tokens_per_s``,
 ``train_tokens_per_s``, ``gen_seconds``, ``step_seconds``.
@@ -48,7 +57,7 @@ import numpy as np
 
 from multireward_grpo._fileio import atomic_write, open_append, refuse_symlink
 
-__all__ = ["StepLogger", "eval_scalars", "step_record", "update_scalars"]
+__all__ = ["StepLogger", "diagnostic_scalars", "eval_scalars", "step_record", "update_scalars"]
 
 RECENT_STEPS = 10  # steps in the trailing mean reward shown next to each step's own
 
@@ -103,7 +112,7 @@ def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, ste
     for c in range(rewards.shape[1]):
         record[f"mean_channel_{c}"] = float(np.nanmean(rewards[:, c]))
         record[f"std_channel_{c}"] = float(np.nanstd(rewards[:, c]))
-        record[f"zero_var_frac_{c}"] = float(np.mean(np.all(grouped[:, :, c] == grouped[:, :1, c], axis=1)))
+    record.update(diagnostic_scalars(trainer, grouped, adv))
     tokens = float(lengths.sum())
     record.update({
         "adv_mean": float(adv.mean()),
@@ -118,6 +127,32 @@ def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, ste
         "step_seconds": step_seconds,
     })
     return record
+
+
+def diagnostic_scalars(trainer, grouped, advantages) -> dict:
+    """``zero_var_frac_{c}``, ``influence_{c}`` and ``noise_factor`` of one step.
+
+    Parameters
+    ----------
+    trainer : GRPOTrainer
+        Gives the weights, conditioning rules and ``nan_policy`` its estimator ran with.
+    grouped : (P, m, R) array
+        The step's rewards as scored.
+    advantages : (P * m,) tensor
+        The advantages the update used (NaN groups already set to 0).
+    """
+    from multireward_grpo.analysis.diagnostics import channel_diagnostics
+
+    cfg = trainer.config
+    # The trainer's estimator runs with the default ddof and eps, which channel_diagnostics shares.
+    diagnostics = channel_diagnostics(grouped, advantages.detach().cpu().reshape(grouped.shape[:2]).numpy(),
+                                      cfg.weights, conditioning=trainer.rules, nan_policy=cfg.nan_policy)
+    scalars = {}
+    for c in range(grouped.shape[-1]):
+        scalars[f"zero_var_frac_{c}"] = float(diagnostics.zero_var_frac[c])
+        scalars[f"influence_{c}"] = float(diagnostics.influence[c])
+    scalars["noise_factor"] = float(diagnostics.noise_factor)
+    return scalars
 
 
 def eval_scalars(result) -> dict:
