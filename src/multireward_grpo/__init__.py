@@ -43,6 +43,8 @@ _LAZY = {
     "MathRewardFunction": "multireward_grpo.rewards",
     "score_generation": "multireward_grpo.rewards",
     "as_reward_function": "multireward_grpo.rewards",
+    "from_trl_reward_funcs": "multireward_grpo.rewards",
+    "channel_diagnostics": "multireward_grpo.analysis.diagnostics",
     "GRPOConfig": "multireward_grpo.train",
     "GRPOTrainer": "multireward_grpo.train",
     "train_grpo": "multireward_grpo.train",
