@@ -1,0 +1,1 @@
+"""Adapters that run our estimators, conditioning and diagnostics inside other RL engines."""
