@@ -38,9 +38,9 @@ Our options live under ``algorithm.multireward`` (all optional):
 ``scale_by_std``   default ``algorithm.norm_adv_by_std_in_grpo`` (True).
 ``whiten``         ``mr_gdpo`` only: ``"rollouts"`` (default, our GDPO: each
                    rollout counts once, with ``ddof``/``eps``) or
-                   ``"tokens"`` (verl's ``masked_whiten``: each response
-                   token counts once, Bessel-corrected, ``rsqrt(var +
-                   1e-8)``).
+                   ``"tokens"`` (verl's ``masked_whiten`` convention: each
+                   response token counts once, the variance Bessel-corrected
+                   over tokens, ``(a - mean) / sqrt(var + 1e-8)``).
 
 With ``ddof=1, eps=1e-6, whiten="tokens"``, ``mr_gdpo`` gives verl's own
 ``gdpo`` on groups of two or more rollouts. (verl gives a one-rollout group
@@ -264,10 +264,10 @@ def outcome_advantage(mode, token_level_rewards, response_mask, *, index, config
     group_ids = _group_codes(index, n_rollouts)
     if mode == "gdpo" and settings.whiten == "tokens":
         per_rollout = compute_advantage_flat(rewards, group_ids, settings.weights, "na", **settings.estimator_kwargs)
-        advantages = _token_whitened(per_rollout, response_mask, token_level_rewards)
+        per_rollout = _token_whitened(per_rollout, response_mask)
     else:
         per_rollout = compute_advantage_flat(rewards, group_ids, settings.weights, mode, **settings.estimator_kwargs)
-        advantages = _on_tokens(per_rollout, response_mask, token_level_rewards)
+    advantages = _on_tokens(per_rollout, response_mask, token_level_rewards)
     return advantages, advantages
 
 
@@ -292,27 +292,32 @@ def _on_tokens(per_rollout: np.ndarray, response_mask, like):
     return torch.where(response_mask.bool(), values, torch.zeros((), dtype=like.dtype, device=like.device))
 
 
-def _token_whitened(per_rollout: np.ndarray, response_mask, like):
-    """verl's token-weighted ``masked_whiten`` of the per-rollout advantages; NaN rollouts stay NaN and out of it."""
-    import torch
+VERL_WHITEN_VAR_EPS = 1e-8
+"""Added to the variance before the square root in verl's ``masked_whiten`` (fixed in verl)."""
 
-    verl_functional = _import_verl("verl.utils.torch_functional")
+
+def _token_whitened(per_rollout: np.ndarray, response_mask) -> np.ndarray:
+    """verl's ``masked_whiten`` convention on per-rollout values: each response token counts once.
+
+    A rollout with ``n_i`` response tokens weighs ``n_i``; the variance is
+    Bessel-corrected over the ``N = sum n_i`` tokens and the result is
+    ``(a - mean) / sqrt(var + 1e-8)``. Computed per rollout (not per token),
+    so it costs ``bs`` values, not ``bs * T``. NaN rollouts stay NaN and out
+    of the statistics.
+    """
+    n_tokens = np.asarray(response_mask.sum(dim=-1).cpu(), dtype=np.float64)
     finite = np.isfinite(per_rollout)
-    members = response_mask
-    if not finite.all():
-        members = response_mask * torch.as_tensor(finite, device=like.device)[:, None]
-    n_tokens = int(members.sum())
-    if n_tokens < 2:
+    weights = np.where(finite, n_tokens, 0.0)
+    total = weights.sum()
+    if total < 2:
         raise ValueError(
-            f"whiten='tokens' needs at least 2 response tokens with finite advantages in the batch, got {n_tokens}; "
+            f"whiten='tokens' needs at least 2 response tokens with finite advantages in the batch, got {int(total)}; "
             "use whiten='rollouts' or a larger batch"
         )
-    spread = _on_tokens(np.where(finite, per_rollout, 0.0), members, like)
-    whitened = verl_functional.masked_whiten(spread, members) * members
-    if finite.all():
-        return whitened
-    nan_rows = torch.as_tensor(~finite, device=like.device)[:, None] & response_mask.bool()
-    return torch.where(nan_rows, torch.full((), float("nan"), dtype=like.dtype, device=like.device), whitened)
+    values = np.where(finite, per_rollout, 0.0)
+    mean = weights @ values / total
+    variance = weights @ (values - mean) ** 2 / (total - 1)
+    return np.where(finite, (per_rollout - mean) / np.sqrt(variance + VERL_WHITEN_VAR_EPS), np.nan)
 
 
 # --------------------------------------------------------------------------- settings
