@@ -28,7 +28,6 @@ import uuid
 import warnings
 
 import numpy as np
-
 from _timing import time_call
 
 TARGET_MS = 2.0

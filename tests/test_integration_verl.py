@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import subprocess
 import sys
 import uuid
@@ -21,7 +22,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from multireward_grpo import compute_advantage_flat, register_estimator, unregister_estimator
+from multireward_grpo import (
+    compute_advantage_flat,
+    register_estimator,
+    unregister_estimator,
+)
 from multireward_grpo.advantage import get_estimator
 from multireward_grpo.integrations import verl as mr_verl
 
@@ -335,6 +340,36 @@ def test_v1_trainer_path(verl, patched):
     assert_close(out.batch["advantages"].numpy(), on_tokens(expected, lengths))
 
 
+def _recipe_overrides() -> list[str]:
+    """The Hydra overrides of the recipe in the module docstring (which the README quotes)."""
+    doc = mr_verl.__doc__
+    start = doc.index("python -m verl.trainer.main_ppo")
+    command = doc[start:doc.index("...", start)].replace("\\\n", " ")
+    return shlex.split(command)[3:]
+
+
+def test_recipe_composes_with_verls_config_and_runs(verl, patched):
+    """The documented overrides against verl's own Hydra config, then the composed algorithm config in use."""
+    hydra = _need("hydra")
+    overrides = _recipe_overrides()
+    assert "algorithm.adv_estimator=mr_na" in overrides and len(overrides) == 7
+    overrides.append("+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=multireward_grpo.integrations.verl_plugin")
+    config_dir = os.path.join(os.path.dirname(importlib.import_module("verl").__file__), "trainer", "config")
+    with hydra.initialize_config_dir(config_dir=config_dir, version_base=None):
+        config = hydra.compose(config_name="ppo_trainer", overrides=overrides)
+    algorithm = config.algorithm
+    assert config.trainer.use_v1 is False and config.reward.reward_manager.name == "gdpo"
+
+    rewards, uids, lengths = make_rollouts(seed=16)
+    rewards = rewards[:, :2].astype(object)
+    rewards[2, 1] = None  # nan_policy=omit in the recipe
+    data = make_data(verl, rewards, uids, lengths, keys=("format", "accuracy"))
+    actual = through_verl(verl, data, algorithm.adv_estimator, algorithm)
+    expected = compute_advantage_flat(np.array(rewards, dtype=float), list(uids), [0.5, 1.0], "na",
+                                      conditioning=[(0, 1)], nan_policy="omit")
+    assert_close(actual, on_tokens(expected, lengths))
+
+
 # --------------------------------------------------------------------------- errors that name what is wrong
 
 
@@ -396,7 +431,7 @@ def test_bad_group_ids_and_components(verl, patched):
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
 
 
 def test_import_does_not_load_verl_or_torch():

@@ -68,7 +68,8 @@ calls :func:`install`. The reward function returns a dict with ``"score"``
 and one entry per component; verl's ``gdpo`` reward manager keeps them. In
 verl 0.9.1 only the legacy trainer (``trainer.use_v1=False``) hands the
 components to the advantage step; the v1 trainer does not (for verl's own
-``gdpo`` either)::
+``gdpo`` either). Keys that verl's YAML does not list (its ``gdpo_*`` keys
+too) take Hydra's ``+``::
 
     pip install multireward-grpo            # next to a working verl 0.9.1
     export VERL_USE_EXTERNAL_MODULES=multireward_grpo.integrations.verl_plugin
@@ -76,8 +77,8 @@ components to the advantage step; the v1 trainer does not (for verl's own
         trainer.use_v1=False \\
         reward.reward_manager.name=gdpo \\
         algorithm.adv_estimator=mr_na \\
-        'algorithm.gdpo_reward_keys=[format,accuracy]' \\
-        'algorithm.gdpo_reward_weights=[0.5,1.0]' \\
+        '+algorithm.gdpo_reward_keys=[format,accuracy]' \\
+        '+algorithm.gdpo_reward_weights=[0.5,1.0]' \\
         '+algorithm.multireward.conditioning=[{gate:format,target:accuracy}]' \\
         +algorithm.multireward.nan_policy=omit \\
         ...                                   # the rest of your usual overrides
@@ -103,13 +104,17 @@ import importlib
 import sys
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from multireward_grpo._validate import check_choice, check_float, check_int, did_you_mean
+from multireward_grpo._validate import (
+    check_choice,
+    check_float,
+    check_int,
+    did_you_mean,
+)
 from multireward_grpo.advantage import (
     NAN_POLICIES,
     compute_advantage_flat,
