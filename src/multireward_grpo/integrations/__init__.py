@@ -17,8 +17,12 @@ neither engine.
     TRL's metrics, and can append every group's rewards to a rollout table
     for ``multireward-grpo analyze``.
 :mod:`multireward_grpo.integrations.verl`
-    Our estimators in verl's advantage-estimator registry (see that module
-    for the registered names and the recipe).
+    (``pip install "multireward-grpo[verl]"``, then verl itself) our
+    estimators in verl's advantage-estimator registry as ``mr_na``,
+    ``mr_an``, ``mr_single``, ``mr_gdpo`` (and ``mr_<name>`` for any
+    estimator registered with us), reading the per-reward components the way
+    verl's own GDPO does, plus the small hook that makes verl pass them; the
+    module docstring holds the Hydra recipe.
 """
 
 __all__: list[str] = []
