@@ -439,7 +439,7 @@ def test_custom_estimator_gets_the_same_signature_everywhere():
         (lambda: compute_advantage(np.ones((3, 2)), ddof=-1), "ddof must be >= 0"),
         (lambda: compute_advantage(np.ones((3, 2)), eps=-1.0), "eps must be >= 0"),
         (lambda: compute_advantage(np.ones((3, 2)), conditioning=(0, 5)), "target=5 but rewards have 2 channels"),
-        (lambda: compute_advantage(np.ones((3, 2)), conditioning=(1, 1)), "must differ"),
+        (lambda: compute_advantage(np.ones((3, 2)), conditioning=(1, 1)), "must be different channels"),
         (lambda: Conditioning(0, 1, "drop"), "unknown conditioning method"),
         (lambda: Conditioning(0, 1, gamma=1.5), r"gamma must be in \[0, 1\]"),
         (lambda: Conditioning(0, 1, "subgroup", gamma=0.5), "zero_fill' only"),
@@ -457,7 +457,7 @@ def test_bad_input_value_errors(call, match):
     [
         (lambda: compute_advantage(np.array([["a", "b"]])), "real numeric array"),
         (lambda: compute_advantage([[1.0, 2.0], [3.0]]), "could not be read"),
-        (lambda: compute_advantage(np.ones((3, 2)), conditioning="0->1"), "conditioning must be"),
+        (lambda: compute_advantage(np.ones((3, 2)), conditioning=b"0:1"), "conditioning must be"),
         (lambda: compute_advantage(np.ones((3, 2)), ddof=0.5), "ddof must be an int"),
         (lambda: compute_advantage_flat(np.ones((2, 2)), [0.5, 1.5]), "integers or strings"),
         (lambda: compute_advantage(np.ones((3, 2)), conditioning=(0.0, 1)), "channel index"),
@@ -479,3 +479,19 @@ def test_apply_conditioning_positional_gate_form():
 
 def test_is_batch_level():
     assert mg.is_batch_level("gdpo") and not mg.is_batch_level("na")
+
+
+def test_conditioning_text_form_is_the_same_rule_everywhere():
+    """'GATE:TARGET[:METHOD[:GAMMA]]' parses to the Conditioning the tuple and dict forms give."""
+    from multireward_grpo.advantage import parse_conditioning
+    from multireward_grpo.train.config import parse_conditioning_rule
+
+    assert parse_conditioning("0:1") == parse_conditioning((0, 1)) == (Conditioning(0, 1),)
+    assert parse_conditioning(["0:2:subgroup", "1:2:zero_fill:0.3"]) == (
+        Conditioning(0, 2, "subgroup"), Conditioning(1, 2, gamma=0.3))
+    assert parse_conditioning_rule([0, 1], n_channels=2) == Conditioning(0, 1)
+    rewards = np.array([[1.0, 0.2], [0.0, 0.9], [1.0, 0.4], [0.0, 0.1]])
+    np.testing.assert_array_equal(compute_advantage(rewards, conditioning="0:1"),
+                                  compute_advantage(rewards, conditioning=[(0, 1)]))
+    with pytest.raises(ValueError, match=r"conditioning rule '0:2': Conditioning.target=2 but rewards have 2"):
+        parse_conditioning("0:2", n_channels=2)

@@ -477,7 +477,9 @@ BAD_INPUTS = [
     ("compute_advantage_flat", "ids bool", lambda: compute_advantage_flat(R, np.array([True, True, False, False])), TypeError, ["group_ids", "bool"]),
     ("compute_advantage_flat", "ids ragged", lambda: compute_advantage_flat(R, [[0, 1], [1]]), ValueError, ["group_ids", "1-D"]),
     # conditioning
-    ("compute_advantage", "cond string", lambda: compute_advantage(R, conditioning="0->1"), TypeError, ["conditioning must be"]),
+    ("compute_advantage", "cond bytes", lambda: compute_advantage(R, conditioning=b"0:1"), TypeError, ["conditioning must be"]),
+    ("compute_advantage", "cond text", lambda: compute_advantage(R, conditioning="0->1"), ValueError,
+     ["conditioning rule '0->1'", "GATE:TARGET"]),
     ("compute_advantage", "cond set", lambda: compute_advantage(R, conditioning={0, 1}), TypeError, ["conditioning", "set"]),
     ("parse_conditioning", "cond dict key", lambda: parse_conditioning({"gaet": 0, "target": 1}), TypeError, ["'gaet'", "did you mean 'gate'"]),
     ("parse_conditioning", "cond dict missing", lambda: parse_conditioning({"gate": 0}), TypeError, ["target", "missing"]),
@@ -491,7 +493,7 @@ BAD_INPUTS = [
     ("Conditioning", "method list", lambda: Conditioning(0, 1, ["subgroup"]), TypeError, ["conditioning method", "string"]),
     ("Conditioning", "gate float", lambda: Conditioning(0.0, 1), TypeError, ["Conditioning.gate", "channel index"]),
     ("Conditioning", "gate string", lambda: Conditioning("0", 1), TypeError, ["Conditioning.gate", "channel index"]),
-    ("Conditioning", "same channel", lambda: Conditioning(1, 1), ValueError, ["gate and target must differ"]),
+    ("Conditioning", "same channel", lambda: Conditioning(1, 1), ValueError, ["gate and the target must be different channels"]),
     ("compute_advantage", "too few channels", lambda: compute_advantage(R, conditioning=(0, 5)), ValueError, ["target=5", "2 channels"]),
     # apply_conditioning
     ("apply_conditioning", "apply rewards 1-D", lambda: apply_conditioning([1.0, 2.0], (0, 1)), ValueError, ["rewards", "(m, R)"]),

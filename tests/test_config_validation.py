@@ -202,13 +202,13 @@ def test_paths_and_strings():
 
 
 @pytest.mark.parametrize("rule, fragment", [
-    ("-1:2", "conditioning rule '-1:2': gate must be a channel index >= 0"),
-    ("0:-2", "conditioning rule '0:-2': target must be a channel index >= 0"),
-    ((-2, 1), r"conditioning rule \(-2, 1\): gate must be a channel index >= 0"),
+    ("-1:2", "conditioning rule '-1:2': .*gate must be a channel index >= 0"),
+    ("0:-2", "conditioning rule '0:-2': .*target must be a channel index >= 0"),
+    ((-2, 1), r"conditioning rule \(-2, 1\): .*gate must be a channel index >= 0"),
     ({"gate": 0, "target": -1}, "target must be a channel index >= 0"),
     ("0:0", "conditioning rule '0:0': the gate and the target must be different channels"),
     ((1, 1), r"conditioning rule \(1, 1\): the gate and the target must be different channels"),
-    ("0:5", "conditioning rule '0:5': target=5 but the weights give 3 channels"),
+    ("0:5", "conditioning rule '0:5': .*target=5 but .*3 channels"),
     ("0-1", "conditioning rule '0-1'.*use GATE:TARGET"),
     ("a:1", "conditioning rule 'a:1'.*use GATE:TARGET"),
     ("0:1:zero_fil", r"did you mean 'zero_fill'\?"),

@@ -13,6 +13,9 @@ The rules these tests hold the README to:
   block is not skipped silently: every name it imports must resolve, and it
   is dry-run with :class:`DryRunTrainer` in place of ``GRPOTrainer``, so its
   config, prompts and reward function are checked without downloading.
+  A skipped block that trains through TRL-style ``reward_funcs`` (the
+  "Already on TRL or verl?" block) instead runs for real, one step each, with
+  the tests' tiny model in place of the Hub model (:func:`_tiny_trainers`).
 - Estimators a block registers are unregistered after it.
 """
 
@@ -193,12 +196,64 @@ def test_skipped_block_dry_runs_with_the_trainer_stubbed(code, sandbox, monkeypa
     import multireward_grpo as mg
 
     assert "GRPOTrainer" in code, "a skipped block that does not train needs its own offline check here"
+    if "reward_funcs=" in code:
+        pytest.skip("runs for real on the tiny model in test_trl_style_block_trains_one_step_on_a_tiny_model")
     monkeypatch.setattr(mg, "GRPOTrainer", DryRunTrainer)
     DryRunTrainer.instances.clear()
     _run(code)
     (trainer,) = DryRunTrainer.instances
     assert len(trainer.scores) == len(trainer.config.weights)
     assert trainer.config.mode in mg.list_estimators()
+
+
+def _tiny_trainers(monkeypatch):
+    """Our GRPOTrainer and MultiRewardGRPOTrainer on the tests' tiny model, one step each; records the runs."""
+    import multireward_grpo as mg
+    from multireward_grpo.integrations import trl as mr_trl
+
+    from tiny_lm import make_model, make_tokenizer
+
+    tokenizer, runs = make_tokenizer(), []
+
+    class TinyOurs(mg.GRPOTrainer):
+        def __init__(self, config, *args, **kwargs):
+            small = config.replace(n_steps=1, max_new_tokens=6, device="cpu", verbose=False)
+            super().__init__(small, *args, model=make_model(tokenizer), tokenizer=tokenizer, **kwargs)
+            runs.append(self)
+
+    class TinyTRL(mr_trl.MultiRewardGRPOTrainer):
+        def __init__(self, *, model, args, **kwargs):
+            assert isinstance(model, str)  # the block names a Hub model; the tiny one stands in
+            args.max_steps, args.max_completion_length, args.disable_tqdm = 1, 6, True
+            super().__init__(model=make_model(tokenizer), args=args, processing_class=tokenizer, **kwargs)
+            runs.append(self)
+
+    import trl
+
+    checks = trl.GRPOConfig.__post_init__
+
+    def on_the_cpu(self):  # TRL's config picks bf16 unless told it runs on the CPU
+        self.use_cpu = True
+        checks(self)
+
+    monkeypatch.setattr(mg, "GRPOTrainer", TinyOurs)
+    monkeypatch.setattr(mr_trl, "MultiRewardGRPOTrainer", TinyTRL)
+    monkeypatch.setattr(trl.GRPOConfig, "__post_init__", on_the_cpu)
+    return runs
+
+
+@pytest.mark.filterwarnings("ignore:`(is_)?gradient_checkpointing.*is deprecated:FutureWarning")  # TRL's own config
+def test_trl_style_block_trains_one_step_on_a_tiny_model(sandbox, monkeypatch):
+    """The TRL block: the same reward functions and dataset train under TRL and our trainer."""
+    pytest.importorskip("trl")
+    pytest.importorskip("datasets")
+    (code,) = [code for code, reason in _skipped() if "reward_funcs=" in code]
+    runs = _tiny_trainers(monkeypatch)
+    _run(code)
+    trl_run, ours = runs
+    assert [row for row in trl_run.state.log_history if "multireward/noise_factor" in row]
+    assert len(ours.history) == 1 and "noise_factor" in ours.history[0]
+    assert (sandbox / "trl_out" / "rollouts.jsonl").stat().st_size > 0
 
 
 def test_register_estimator_snippet_registers_a_working_estimator(sandbox):

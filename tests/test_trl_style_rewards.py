@@ -547,6 +547,7 @@ def test_a_dataset_reads_as_its_rows():
 
 
 @torch_needed
+@pytest.mark.filterwarnings("ignore:`(is_)?gradient_checkpointing.*is deprecated:FutureWarning")  # TRL's own config
 def test_the_same_reward_functions_run_unchanged_under_trl(tmp_path, tokenizer):
     trl = pytest.importorskip("trl")
     from datasets import Dataset

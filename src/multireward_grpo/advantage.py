@@ -720,7 +720,8 @@ class Conditioning:
         for field in ("gate", "target"):
             object.__setattr__(self, field, _channel_index(f"Conditioning.{field}", getattr(self, field)))
         if self.gate == self.target:
-            raise ValueError(f"Conditioning gate and target must differ, both are {self.gate}")
+            raise ValueError(f"the gate and the target must be different channels, both are {self.gate} "
+                             "(a rule counts channel TARGET only where channel GATE passes)")
         check_choice("conditioning method", self.method, ("zero_fill", "subgroup"))
         gamma = check_float("Conditioning.gamma", self.gamma)
         if not 0.0 <= gamma <= 1.0:
@@ -749,57 +750,108 @@ def _channel_index(name: str, value: Any) -> int:
 
 
 _CONDITIONING_FIELDS = tuple(f.name for f in fields(Conditioning))
-ConditioningSpec = Any  # Conditioning | tuple | dict | a sequence of those
-_SPEC_FORMS = "a Conditioning, a (gate, target[, method]) tuple, a dict of Conditioning fields, or a list of those"
+ConditioningSpec = Any  # Conditioning | "GATE:TARGET[:METHOD[:GAMMA]]" | tuple | dict | a sequence of those
+_SPEC_FORMS = ("a Conditioning, a 'GATE:TARGET[:METHOD[:GAMMA]]' string, a (gate, target[, method]) tuple, "
+               "a dict of Conditioning fields, or a list of those")
+_RULE_FORMAT = "use GATE:TARGET[:METHOD[:GAMMA]] with channel indices, e.g. 0:1, 0:2:subgroup or 0:1:zero_fill:0.3"
 
 
-def parse_conditioning(spec: ConditioningSpec) -> tuple[Conditioning, ...]:
+def parse_conditioning(spec: ConditioningSpec, *, n_channels: int | None = None) -> tuple[Conditioning, ...]:
     """Normalize a ``conditioning=`` argument to a tuple of :class:`Conditioning`.
+
+    The one parser of conditioning rules: the trainer's config, the CLI's
+    ``--condition`` and the integrations all go through it.
 
     Parameters
     ----------
-    spec : None, Conditioning, tuple, dict, or a list/tuple of those
-        A ``(gate, target[, method])`` tuple or a dict of Conditioning fields
-        (``gate``, ``target``, ``method``, ``gamma``, ``threshold``). Rules
-        apply in the order given.
+    spec : None, Conditioning, str, tuple, dict, or a list/tuple of those
+        A ``"GATE:TARGET[:METHOD[:GAMMA]]"`` string (``"0:1"``,
+        ``"0:2:subgroup"``, ``"0:1:zero_fill:0.3"``), a ``(gate, target[,
+        method])`` tuple or a dict of Conditioning fields (``gate``,
+        ``target``, ``method``, ``gamma``, ``threshold``). Rules apply in the
+        order given.
+    n_channels : int, optional
+        The number of reward channels; when given, every gate and target must
+        be below it.
 
     Returns
     -------
     rules : tuple of Conditioning
+
+    Raises
+    ------
+    TypeError, ValueError
+        A malformed rule, quoted in the message.
     """
     if spec is None:
         return ()
-    if isinstance(spec, (Conditioning, Mapping)) or (
+    if isinstance(spec, (Conditioning, Mapping, str)) or (
         isinstance(spec, tuple) and spec and isinstance(spec[0], (int, float, np.number))
     ):
         spec = [spec]
     if isinstance(spec, AbstractSet):
         raise TypeError(f"conditioning must be {_SPEC_FORMS}; got a {type(spec).__name__}, which has no order (rules apply in order)")
-    if not isinstance(spec, Iterable) or isinstance(spec, (str, bytes)):
+    if not isinstance(spec, Iterable) or isinstance(spec, bytes):
         raise TypeError(f"conditioning must be {_SPEC_FORMS}; got {spec!r}")
-    return tuple(_parse_rule(item) for item in spec)
+    return tuple(_parse_rule(item, n_channels) for item in spec)
 
 
-def _parse_rule(item) -> Conditioning:
-    if isinstance(item, Conditioning):
-        return item
-    if isinstance(item, Mapping):
-        unknown = [key for key in item if key not in _CONDITIONING_FIELDS]
-        if unknown:
-            raise TypeError(
-                f"unknown conditioning field {unknown[0]!r}{did_you_mean(unknown[0], _CONDITIONING_FIELDS)}; "
-                f"the fields are {', '.join(_CONDITIONING_FIELDS)}"
-            )
-        missing = [key for key in ("gate", "target") if key not in item]
-        if missing:
-            raise TypeError(f"conditioning entry {dict(item)!r} is missing {' and '.join(map(repr, missing))}; give at least gate and target")
-        return Conditioning(**item)
-    if isinstance(item, (tuple, list)) and 2 <= len(item) <= 3:
-        return Conditioning(*item)
-    raise TypeError(
-        f"cannot read conditioning entry {item!r}; use a (gate, target[, method]) tuple, "
-        "or Conditioning(gate, target, ...) / a dict for gamma and threshold"
-    )
+def _parse_rule(item, n_channels: int | None = None) -> Conditioning:
+    rule = item if isinstance(item, Conditioning) else _build_rule(item)
+    if n_channels is not None:
+        try:
+            rule.check_channels(n_channels)
+        except ValueError as err:
+            raise ValueError(f"conditioning rule {item!r}: {err}") from None
+    return rule
+
+
+def _build_rule(item) -> Conditioning:
+    if isinstance(item, str):
+        fields_ = _rule_text_fields(item)
+    elif isinstance(item, Mapping):
+        fields_ = _rule_mapping_fields(item)
+    elif isinstance(item, (tuple, list)) and 2 <= len(item) <= 3:
+        fields_ = dict(zip(("gate", "target", "method"), item))
+    else:
+        raise TypeError(f"cannot read conditioning entry {item!r}; {_SPEC_FORMS[:-len(', or a list of those')]}")
+    try:
+        return Conditioning(**fields_)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"conditioning rule {item!r}: {err}") from None
+
+
+def _rule_mapping_fields(item: Mapping) -> dict:
+    unknown = [key for key in item if key not in _CONDITIONING_FIELDS]
+    if unknown:
+        raise TypeError(
+            f"unknown conditioning field {unknown[0]!r}{did_you_mean(unknown[0], _CONDITIONING_FIELDS)}; "
+            f"the fields are {', '.join(_CONDITIONING_FIELDS)}"
+        )
+    missing = [key for key in ("gate", "target") if key not in item]
+    if missing:
+        raise TypeError(f"conditioning entry {dict(item)!r} is missing {' and '.join(map(repr, missing))}; give at least gate and target")
+    return dict(item)
+
+
+def _rule_text_fields(text: str) -> dict:
+    """``"GATE:TARGET[:METHOD[:GAMMA]]"`` as Conditioning fields."""
+    label = f"conditioning rule {text!r}"
+    parts = [part.strip() for part in text.split(":")]
+    if not 2 <= len(parts) <= 4:
+        raise ValueError(f"{label}: {_RULE_FORMAT}")
+    try:
+        fields_ = {"gate": int(parts[0]), "target": int(parts[1])}
+    except ValueError:
+        raise ValueError(f"{label}: GATE and TARGET must be integers; {_RULE_FORMAT}") from None
+    if len(parts) > 2:
+        fields_["method"] = parts[2]
+    if len(parts) > 3:
+        try:
+            fields_["gamma"] = float(parts[3])
+        except ValueError:
+            raise ValueError(f"{label}: GAMMA must be a number in [0, 1], got {parts[3]!r}; {_RULE_FORMAT}") from None
+    return fields_
 
 
 def _apply_one(rewards, rule: Conditioning, mask):

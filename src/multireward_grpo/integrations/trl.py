@@ -286,8 +286,10 @@ def _check_rollout_log(rollout_log) -> Path | None:
         raise ValueError(f"rollout_log must be a .jsonl file (it is appended to), got {str(path)!r}")
     if path.is_dir():
         raise ValueError(f"rollout_log {str(path)!r} is a directory; give a .jsonl file path")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"the folder of rollout_log {str(path)!r} does not exist; create it first")
+    try:  # e.g. inside TRL's output_dir, which TRL itself creates only when it first saves
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot create the folder of rollout_log {str(path)!r}: {err.strerror}") from None
     refuse_symlink(path, "rollout log")
     return path
 

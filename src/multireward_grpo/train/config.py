@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from multireward_grpo._validate import check_channel_index, check_float, did_you_mean
+from multireward_grpo._validate import check_float, did_you_mean
 
 __all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS", "REPORTERS", "NAN_POLICIES", "parse_conditioning_rule"]
 
@@ -451,88 +451,17 @@ _METHODS = ("zero_fill", "subgroup")
 def parse_conditioning_rule(rule: Any, n_channels: Optional[int] = None):
     """One conditioning rule as a :class:`~multireward_grpo.advantage.Conditioning`, checked.
 
-    Parameters
-    ----------
-    rule : str, tuple, dict or Conditioning
-        ``"GATE:TARGET[:METHOD[:GAMMA]]"`` (e.g. ``"0:1"``, ``"0:2:subgroup"``,
-        ``"0:1:zero_fill:0.3"``), a ``(gate, target[, method])`` tuple, a dict
-        of Conditioning fields, or a Conditioning.
-    n_channels : int, optional
-        The number of reward channels; when given, both indices must be below it.
-
-    Returns
-    -------
-    Conditioning
-
-    Raises
-    ------
-    ValueError, TypeError
-        Malformed text, a negative channel index (refused, not wrapped: ``-1``
-        would otherwise let a rule gate a channel by itself), an index
-        ``>= n_channels``, a gate equal to the target, or a bad method/gamma;
-        the message quotes the rule.
+    The package's one rule parser, :func:`~multireward_grpo.advantage.parse_conditioning`,
+    on a single rule: ``"GATE:TARGET[:METHOD[:GAMMA]]"`` (e.g. ``"0:1"``,
+    ``"0:2:subgroup"``, ``"0:1:zero_fill:0.3"``), a ``(gate, target[,
+    method])`` tuple, a dict of Conditioning fields, or a Conditioning; with
+    ``n_channels``, both indices must be below it. Negative indices, a gate
+    equal to the target and a bad method or gamma are refused with the rule
+    quoted.
     """
-    from multireward_grpo.advantage import Conditioning
+    from multireward_grpo.advantage import parse_conditioning
 
-    label = f"conditioning rule {rule!r}"
-    if isinstance(rule, Conditioning):
-        _check_rule_channels(label, rule.gate, rule.target, n_channels)
-        return rule
-    kwargs = _rule_fields(rule, label)
-    _check_rule_channels(label, kwargs["gate"], kwargs["target"], n_channels)
-    method = kwargs.get("method", "zero_fill")
-    if method not in _METHODS:
-        raise ValueError(f"{label}: unknown method {method!r}{did_you_mean(method, _METHODS)}; "
-                         f"use {' or '.join(_METHODS)}")
-    try:
-        return Conditioning(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{label}: {err}") from None
-
-
-def _rule_fields(rule: Any, label: str) -> dict:
-    if isinstance(rule, str):
-        return _rule_text_fields(rule, label)
-    if isinstance(rule, Mapping):
-        missing = [key for key in ("gate", "target") if key not in rule]
-        if missing:
-            raise ValueError(f"{label} has no {' or '.join(missing)}; give at least gate and target")
-        return dict(rule)
-    if isinstance(rule, (tuple, list)) and 2 <= len(rule) <= 3:
-        return dict(zip(("gate", "target", "method"), rule))
-    raise TypeError(f"cannot read {label}: give a 'GATE:TARGET[:METHOD[:GAMMA]]' string, a (gate, target[, method]) "
-                    "tuple, a dict of Conditioning fields or a Conditioning")
-
-
-def _rule_text_fields(text: str, label: str) -> dict:
-    parts = [part.strip() for part in text.split(":")]
-    if not 2 <= len(parts) <= 4:
-        raise ValueError(f"{label}: {_RULE_FORMAT}")
-    try:
-        fields_ = {"gate": int(parts[0]), "target": int(parts[1])}
-    except ValueError:
-        raise ValueError(f"{label}: GATE and TARGET must be integers; {_RULE_FORMAT}") from None
-    if len(parts) > 2:
-        fields_["method"] = parts[2]
-    if len(parts) > 3:
-        try:
-            fields_["gamma"] = float(parts[3])
-        except ValueError:
-            raise ValueError(f"{label}: GAMMA must be a number in [0, 1], got {parts[3]!r}; {_RULE_FORMAT}") from None
-    return fields_
-
-
-def _check_rule_channels(label: str, gate: Any, target: Any, n_channels: Optional[int]) -> None:
-    indices = {"gate": check_channel_index(f"{label}: gate", gate),
-               "target": check_channel_index(f"{label}: target", target)}
-    if n_channels is not None:
-        for name, index in indices.items():
-            if index >= n_channels:
-                raise ValueError(f"{label}: {name}={index} but the weights give {n_channels} channels "
-                                 f"(valid indices 0..{n_channels - 1})")
-    if indices["gate"] == indices["target"]:
-        raise ValueError(f"{label}: the gate and the target must be different channels "
-                         "(GATE:TARGET counts channel TARGET only where channel GATE passes)")
+    return parse_conditioning([rule], n_channels=n_channels)[0]
 
 
 # --------------------------------------------------------------------------- files
