@@ -44,7 +44,11 @@ __all__ = [
     "demo_model_path",
     "load_adapter",
     "load_causal_lm",
+    "load_model_and_tokenizer",
     "load_tokenizer",
+    "quiet_peft",
+    "require_llm",
+    "resolve_device_and_dtype",
 ]
 
 DEMO_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -72,6 +76,99 @@ class ModelLoadError(FileNotFoundError):
     A ``FileNotFoundError`` (so an ``OSError``): code that caught the
     loaders' ``OSError`` before keeps working.
     """
+
+
+# --------------------------------------------------------------------------- the engine's model set-up
+
+
+def require_llm() -> None:
+    """Raise an ImportError naming the extra to install when torch, transformers or peft is missing."""
+    try:
+        import peft  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"training needs torch, transformers and peft ({err.name} is missing): "
+            'pip install "multireward-grpo[llm]" (install torch first, e.g. pip install torch==2.13.0 for CPU)'
+        ) from None
+
+
+def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", *, process_device=None):
+    """The ``torch.device`` and ``torch.dtype`` that ``"auto"`` (or an explicit choice) means on this machine.
+
+    Parameters
+    ----------
+    device : str
+        ``auto`` (the process's device when launched on several, else cuda
+        when available, else cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    dtype : str
+        ``auto`` (bfloat16 on a GPU that supports it, else float32), or a
+        torch dtype name such as ``float32``.
+    process_device : torch.device, optional
+        This process's device when a launcher (``accelerate launch``,
+        ``torchrun``) started several: ``auto`` and a bare ``cuda`` mean it,
+        so every process gets its own GPU.
+
+    Returns
+    -------
+    (torch.device, torch.dtype)
+    """
+    import torch
+
+    chosen = device
+    if process_device is not None and (device == "auto" or (device == "cuda" and process_device.type == "cuda")):
+        chosen = str(process_device)
+    elif device == "auto":
+        chosen = "cuda" if torch.cuda.is_available() else "cpu"
+    if chosen.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; set device='cpu' or 'auto'")
+    if dtype == "auto":
+        dtype = "bfloat16" if chosen.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    return torch.device(chosen), getattr(torch, dtype)
+
+
+def load_model_and_tokenizer(name: str | os.PathLike, model=None, tokenizer=None, *, device, dtype):
+    """The causal LM and tokenizer of ``name`` (unless given), left-padded, on ``device`` in ``dtype``.
+
+    Parameters
+    ----------
+    name : str or path
+        Folder or Hub id to load what is not given.
+    model, tokenizer : optional
+        Already-loaded objects. A model passed without its tokenizer gets the
+        tokenizer of the folder or id it was loaded from (``name_or_path``),
+        else of ``name``.
+    device : torch.device
+    dtype : torch.dtype
+
+    Raises
+    ------
+    ModelLoadError
+        Loading failed; the message says what to do (no such folder, Hub
+        unreachable, ...).
+    """
+    if tokenizer is None:
+        source = (getattr(model, "name_or_path", None) if model is not None else None) or name
+        tokenizer = load_tokenizer(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if model is None:
+        model = load_causal_lm(name, dtype=dtype)
+    else:
+        model = model.to(dtype)
+    return model.to(device), tokenizer
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft asks transformers' deprecated ``is_gradient_checkpointing``; that warning is not the user's to act on."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 # --------------------------------------------------------------------------- where a model comes from
@@ -276,8 +373,6 @@ def load_adapter(model, adapter: str | os.PathLike, *, probe_timeout_s: float = 
         weights that do not fit this base model.
     """
     from peft import PeftModel
-
-    from multireward_grpo.train.trainer import quiet_peft
 
     def factory(source, **options):
         with quiet_peft():

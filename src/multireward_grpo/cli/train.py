@@ -244,10 +244,9 @@ def _eval_base_model(args: argparse.Namespace) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from multireward_grpo.models import load_adapter
+    from multireward_grpo.models import load_adapter, load_model_and_tokenizer, resolve_device_and_dtype
     from multireward_grpo.rewards import as_reward_function
     from multireward_grpo.train.evaluation import evaluate_model
-    from multireward_grpo.train.trainer import _device_and_dtype, _load
 
     candidates = ([] if args.no_base else ["base"]) + list(args.adapters)
     if not candidates:
@@ -259,12 +258,12 @@ def run_eval(args: argparse.Namespace) -> int:
         _check_weights(args.task, reward, args.weights)
     weights = args.weights or [1.0, 1.0, 0.5][: len(reward.channel_names)]
     config = GRPOConfig(model=base, device=args.device, weights=weights, max_new_tokens=args.max_new_tokens)
-    device, dtype = _device_and_dtype(config)
+    device, dtype = resolve_device_and_dtype(config.device, config.dtype)
     total = len(items) * len(candidates)  # the bar counts prompts x models
     bar, results = Progress(total, "eval", enabled=not args.no_progress), {}
     try:
         for k, name in enumerate(candidates):
-            model, tokenizer = _load(config, None, None, device, dtype)
+            model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
             if name != "base":
                 model = load_adapter(model, name)
             results[name] = evaluate_model(

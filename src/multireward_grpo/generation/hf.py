@@ -56,11 +56,11 @@ class HFBackend:
                  max_new_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.95, reward_fn=None,
                  reward_config=None, system_prompt: str | None = None, seed: int = 0, share_prompt_cache: bool = True,
                  model=None, tokenizer=None):
+        from multireward_grpo.models import load_model_and_tokenizer, require_llm, resolve_device_and_dtype
         from multireward_grpo.rewards import MathRewardFunction, RewardConfig, as_reward_function
         from multireward_grpo.train.config import GRPOConfig
-        from multireward_grpo.train.trainer import _device_and_dtype, _load, _require_llm
 
-        _require_llm()
+        require_llm()
         if reward_fn is None:
             reward_fn = MathRewardFunction(reward_config or RewardConfig())
         self.reward = as_reward_function(reward_fn)
@@ -68,8 +68,9 @@ class HFBackend:
                            temperature=temperature, top_p=top_p, system_prompt=system_prompt, seed=seed,
                            share_prompt_cache=share_prompt_cache)
         self.config = probe
-        self.device, self.dtype = _device_and_dtype(probe)
-        self.model, self.tokenizer = _load(probe, model, tokenizer, self.device, self.dtype)
+        self.device, self.dtype = resolve_device_and_dtype(probe.device, probe.dtype)
+        self.model, self.tokenizer = load_model_and_tokenizer(probe.model, model, tokenizer, device=self.device,
+                                                              dtype=self.dtype)
         self.model.eval()
 
     @property

@@ -34,7 +34,6 @@ Deliberate choices, named here so they are not mistaken for accidents:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import sys
@@ -45,21 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from multireward_grpo.models import quiet_peft
+from multireward_grpo.models import require_llm as _require_llm
 from multireward_grpo.train.config import GRPOConfig
 
 __all__ = ["GRPOTrainer", "train_grpo"]
-
-
-def _require_llm():
-    try:
-        import peft  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"training needs torch, transformers and peft ({err.name} is missing): "
-            'pip install "multireward-grpo[llm]" (install torch first, e.g. pip install torch==2.13.0 for CPU)'
-        ) from None
 
 
 def _stable_seed(*parts: int) -> int:
@@ -147,49 +136,21 @@ class _DeferredInterrupt:
 # --------------------------------------------------------------------------- set-up
 
 
-def _device_and_dtype(cfg: GRPOConfig):
-    import torch
+def _device_and_dtype(cfg: GRPOConfig, process_device=None):
+    """``cfg.device`` and ``cfg.dtype`` resolved (see :func:`multireward_grpo.models.resolve_device_and_dtype`)."""
+    from multireward_grpo.models import resolve_device_and_dtype
 
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={cfg.device!r} but CUDA is not available; set device='cpu' or 'auto'")
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
-    return torch.device(device), getattr(torch, dtype)
+    return resolve_device_and_dtype(cfg.device, cfg.dtype, process_device=process_device)
 
 
 def _load(cfg: GRPOConfig, model, tokenizer, device, dtype):
     """The model and tokenizer of ``cfg.model`` (unless given), left-padded, on ``device``.
 
-    A model passed without its tokenizer gets the tokenizer of the folder or
-    id it was loaded from (``name_or_path``), else of ``cfg.model``. Loading
-    fails fast with a :class:`~multireward_grpo.models.ModelLoadError` that
-    says what to do (no such folder, Hub unreachable, ...).
+    See :func:`multireward_grpo.models.load_model_and_tokenizer`.
     """
-    from multireward_grpo.models import load_causal_lm, load_tokenizer
+    from multireward_grpo.models import load_model_and_tokenizer
 
-    if tokenizer is None:
-        source = (getattr(model, "name_or_path", None) if model is not None else None) or cfg.model
-        tokenizer = load_tokenizer(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    if model is None:
-        model = load_causal_lm(cfg.model, dtype=dtype)
-    else:
-        model = model.to(dtype)
-    return model.to(device), tokenizer
-
-
-@contextlib.contextmanager
-def quiet_peft():
-    """peft asks transformers' deprecated ``is_gradient_checkpointing``; that warning is not the user's to act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
+    return load_model_and_tokenizer(cfg.model, model, tokenizer, device=device, dtype=dtype)
 
 
 def enable_checkpointing(model) -> None:
