@@ -50,15 +50,16 @@ def _base_state(trainer):
 
 @pytest.mark.parametrize("mode", ["na", "an"])
 def test_training_raises_a_learnable_reward(tmp_path, tokenizer, mode):
-    trainer = _trainer(tmp_path, tokenizer, mode=mode, weights=(1.0, 0.2), n_steps=30, batch_prompts=4, m=8,
+    # 45 steps: with 30 some seeds had not yet pulled away (seeds 0-3 of both modes rise by >= 0.3 in 45)
+    trainer = _trainer(tmp_path, tokenizer, mode=mode, weights=(1.0, 0.2), n_steps=45, batch_prompts=4, m=8,
                        lr=2e-2, lora_r=8, lora_alpha=16, sample_every=0)
     base_before = _base_state(trainer)
     lora_before = _lora_state(trainer)
     history = trainer.train()
-    assert len(history) == 30
+    assert len(history) == 45
     first = np.mean([h["mean_channel_0"] for h in history[:6]])
     last = np.mean([h["mean_channel_0"] for h in history[-6:]])
-    assert last > first + 0.15, (first, last)  # seen here: ~0.08 -> ~0.45
+    assert last > first + 0.15, (first, last)  # seen here: ~0.05 -> ~0.38 (na), ~0.07 -> ~0.50 (an)
     assert any(not torch.equal(v, lora_before[k]) for k, v in _lora_state(trainer).items())
     assert all(torch.equal(v, base_before[k]) for k, v in _base_state(trainer).items())
     assert (tmp_path / "run" / "final" / "adapter_config.json").exists()

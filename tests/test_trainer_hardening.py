@@ -219,15 +219,18 @@ def test_samples_come_from_tempered_logits_whatever_the_model_generation_config(
 
 
 def test_only_temperature_and_top_p_shape_the_logits(tmp_path, tokenizer, monkeypatch):
+    """The trainer samples each row from its own seeded stream: the one logits processor is that sampler, with
+    the config's temperature and top-p; nothing of the model's generation_config is added."""
     from transformers.generation import utils as generation_utils
-    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from multireward_grpo.train.rollout import RowSeededSampler
 
     seen = []
     real = generation_utils.GenerationMixin._get_logits_processor
 
     def spy(self, *args, **kwargs):
         processors = real(self, *args, **kwargs)
-        seen.append([type(p) for p in processors])
+        seen.append(list(processors))
         return processors
 
     monkeypatch.setattr(generation_utils.GenerationMixin, "_get_logits_processor", spy)
@@ -237,7 +240,8 @@ def test_only_temperature_and_top_p_shape_the_logits(tmp_path, tokenizer, monkey
     trainer.train_step()
     trainer.evaluate(m=2)
     assert len(seen) >= 2
-    assert all(kinds == [TemperatureLogitsWarper, TopPLogitsWarper] for kinds in seen), seen
+    assert all([type(p) for p in processors] == [RowSeededSampler] for processors in seen), seen
+    assert all((p.temperature, p.top_p) == (0.7, 0.9) for processors in seen for p in processors)
 
 
 def test_trainer_evaluation_and_backend_ignore_the_model_generation_config(tmp_path, tokenizer):

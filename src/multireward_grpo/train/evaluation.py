@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["EvalResult", "evaluate_model"]
+__all__ = ["EvalResult", "eval_rewards", "evaluate_model", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,35 @@ def evaluate_model(model, tokenizer, reward, items, *, m: int, seed: int, weight
         More of the reward's ``context`` (e.g. ``trainer_state``); the
         completions' token ids are always in it.
     """
+    rewards = eval_rewards(model, tokenizer, reward, items, m=m, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, batch_size=batch_size, nan_policy=nan_policy,
+                           share_prompt=share_prompt, progress=progress, reward_context=reward_context,
+                           generator_seed=seed)
+    return summarize(rewards, weights, reward.channel_names, m)
+
+
+def eval_rewards(model, tokenizer, reward, items, *, m: int, max_new_tokens: int, temperature: float,
+                 top_p: float = 1.0, batch_size: int = 32, nan_policy: str = "raise", share_prompt: bool = True,
+                 progress: Callable[[int, int], None] | None = None, reward_context: dict | None = None,
+                 generator_seed: int | None = None, row_seeds=None) -> np.ndarray:
+    """The ``(P, m, R)`` rewards of ``m`` completions per prompt item (see :func:`evaluate_model`).
+
+    ``row_seeds`` (``P * m`` ints) give each row its own random stream (see
+    :func:`~multireward_grpo.train.rollout.sample_completions`), so a
+    prompt's samples do not depend on which process or batch evaluates it;
+    otherwise ``generator_seed`` seeds torch's global stream.
+    """
     from multireward_grpo.train.rollout import render_prompts, sample_completions
 
     model.eval()
     rollouts = sample_completions(model, tokenizer, render_prompts(tokenizer, items), m=m,
                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  batch_size=batch_size, generator_seed=seed, share_prompt=share_prompt,
-                                  progress=_per_prompt(progress, m))
+                                  batch_size=batch_size, generator_seed=generator_seed, share_prompt=share_prompt,
+                                  progress=_per_prompt(progress, m), row_seeds=row_seeds)
     originals = [items[i // m].original for i in range(len(rollouts))]
     context = {"completion_ids": rollouts.completion_id_lists(), **(reward_context or {})}
     rewards = reward.score_batch(rollouts.texts, originals, nan_policy=nan_policy, context=context)
-    return summarize(rewards.reshape(len(items), m, -1), weights, reward.channel_names, m)
+    return rewards.reshape(len(items), m, -1)
 
 
 def _per_prompt(progress: Callable[[int, int], None] | None, m: int) -> Callable[[int, int], None] | None:

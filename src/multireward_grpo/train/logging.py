@@ -57,7 +57,7 @@ import numpy as np
 
 from multireward_grpo._fileio import atomic_write, open_append, refuse_symlink
 
-__all__ = ["StepLogger", "diagnostic_scalars", "eval_scalars", "step_record", "update_scalars"]
+__all__ = ["NullLogger", "StepLogger", "diagnostic_scalars", "eval_scalars", "step_record", "update_scalars"]
 
 RECENT_STEPS = 10  # steps in the trailing mean reward shown next to each step's own
 
@@ -90,16 +90,21 @@ def update_scalars(iterations, skipped_before: int = 0) -> dict:
     return scalars
 
 
-def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
+def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, step_seconds, *,
+                lengths=None, truncated=None) -> dict:
     """The log record of one step (see the module docstring for the keys).
 
     ``update`` is the trainer's ``{"iterations": [stats of each update], "train_seconds": float}``.
+    ``lengths`` and ``truncated`` ((N,) arrays: completion tokens, cut at
+    ``max_new_tokens``) stand for the whole batch's when ``rollouts`` holds
+    only one process's share; by default they are read from ``rollouts``.
     """
     cfg = trainer.config
     w = np.asarray(cfg.weights)
     aggregate = rewards @ w  # (N,)
     grouped = rewards.reshape(cfg.batch_prompts, cfg.m, -1)
-    lengths = rollouts.completion_mask.sum(dim=1).float()
+    lengths = np.asarray(rollouts.completion_mask.sum(dim=1).cpu() if lengths is None else lengths, dtype=float)
+    truncated = np.asarray(rollouts.truncated.cpu() if truncated is None else truncated, dtype=float)
     adv = advantages.float()
     # The history is the run's record (restored on resume), so the running count continues from it.
     skipped_before = trainer.history[-1].get("skipped_updates", 0) if trainer.history else 0
@@ -120,7 +125,7 @@ def step_record(trainer, rewards, advantages, rollouts, update, gen_seconds, ste
         "adv_abs_max": float(adv.abs().max()),
         "completion_len_mean": float(lengths.mean()),
         "completion_len_max": float(lengths.max()),
-        "truncated_frac": float(rollouts.truncated.float().mean()),
+        "truncated_frac": float(truncated.mean()),
         "gen_tokens_per_s": tokens / max(gen_seconds, 1e-9),
         "train_tokens_per_s": tokens * cfg.num_iterations / max(update["train_seconds"], 1e-9),
         "gen_seconds": gen_seconds,
@@ -162,6 +167,19 @@ def eval_scalars(result) -> dict:
         scalars[f"eval/{name}"] = float(mean)
         scalars[f"eval/{name}_se"] = float(se)
     return scalars
+
+
+class NullLogger:
+    """What a process other than the main one logs with: nothing (only the main process writes files)."""
+
+    def log(self, record: dict, trainer) -> None:
+        """Drop the record."""
+
+    def log_eval(self, step: int, result) -> None:
+        """Drop the evaluation."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 class StepLogger:

@@ -27,6 +27,13 @@ Shared by the trainer and the real-model rollout backend. Conventions:
   when left on (the trainer turns it off by default), differs, drawing one
   mask for the shared prompt instead of one per row. ``share_prompt=False``
   runs every row in full.
+* Seeded rows: given ``row_seeds``, each row draws its tokens from its own
+  random stream (one uniform per token from a counter-based generator,
+  ``splitmix64(seed + (t + 1) * gamma)``, and inverse-CDF sampling of the
+  same tempered, top-p distribution), so what a row samples does not depend
+  on which rows it is batched with, on the generation batch size or on how
+  many processes share the prompts. Without ``row_seeds`` rows share torch's
+  global random stream.
 """
 
 from __future__ import annotations
@@ -37,10 +44,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["PromptItem", "Rollouts", "normalize_prompt", "prompt_groups", "render_prompts", "sample_completions",
-           "sampling_config", "token_logprobs"]
+__all__ = ["PromptItem", "Rollouts", "normalize_prompt", "prompt_groups", "render_prompts", "row_uniforms",
+           "sample_completions", "sampling_config", "token_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -226,7 +234,7 @@ def _shared_prompt(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, e
 
 
 def sampling_config(*, temperature: float, top_p: float, max_new_tokens: int, pad_token_id: int,
-                    eos_token_id: Sequence[int]):
+                    eos_token_id: Sequence[int], seeded_rows: bool = False):
     """The complete generation settings of a rollout: sampling from ``softmax(logits / temperature)``, with top-p.
 
     Parameters
@@ -238,6 +246,10 @@ def sampling_config(*, temperature: float, top_p: float, max_new_tokens: int, pa
     pad_token_id : int
     eos_token_id : sequence of int
         Every id that ends a completion.
+    seeded_rows : bool
+        The tokens are drawn by a :class:`RowSeededSampler` logits processor
+        (temperature and top-p included), which leaves one finite logit per
+        row; transformers then only picks it (greedy, no sampling of its own).
 
     Returns
     -------
@@ -245,8 +257,72 @@ def sampling_config(*, temperature: float, top_p: float, max_new_tokens: int, pa
     """
     from transformers import GenerationConfig
 
+    if seeded_rows:
+        return GenerationConfig(do_sample=False, temperature=None, top_p=None, top_k=None,
+                                max_new_tokens=max_new_tokens, pad_token_id=pad_token_id,
+                                eos_token_id=list(eos_token_id))
     return GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                             max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=list(eos_token_id))
+
+
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def row_uniforms(row_seeds: np.ndarray, t: int) -> np.ndarray:
+    """The ``t``-th uniform in [0, 1) of each row's stream: splitmix64 of ``seed + (t + 1) * gamma``, (N,) float64.
+
+    Counter-based, so draw ``t`` of a row needs neither the earlier draws nor
+    the other rows: splitmix64 (Steele, Lea and Flood 2014), the top 53 bits.
+    """
+    offset = np.uint64(((t + 1) * _GOLDEN_GAMMA) % 2**64)
+    z = np.asarray(row_seeds, dtype=np.uint64) + offset  # array arithmetic wraps modulo 2**64, as meant
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+class RowSeededSampler:
+    """A transformers logits processor that samples each row from its own seeded stream.
+
+    Applies ``logits / temperature`` and top-p (the smallest set of tokens
+    whose probability reaches ``top_p``; at least one token kept, as
+    transformers' ``TopPLogitsWarper``), draws the token by inverse CDF with
+    :func:`row_uniforms`, and returns scores that are 0 at the drawn token and
+    ``-inf`` elsewhere, for a greedy ``generate`` to pick.
+
+    Parameters
+    ----------
+    row_seeds : (b,) array of int
+        One seed per row of the batch ``generate`` runs.
+    prompt_width : int
+        Columns of the (padded) prompt: the draw index is the number of tokens generated so far.
+    temperature, top_p : float
+    """
+
+    def __init__(self, row_seeds, prompt_width: int, *, temperature: float, top_p: float = 1.0):
+        self.row_seeds = np.asarray(row_seeds, dtype=np.uint64)
+        self.prompt_width, self.temperature, self.top_p = prompt_width, temperature, top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            logits = _top_p_filter(logits, self.top_p)
+        cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=-1)  # (b, V); float64 so the tail is not lost
+        u = torch.as_tensor(row_uniforms(self.row_seeds, input_ids.shape[1] - self.prompt_width), device=cdf.device)
+        # right=True: the first token whose cdf exceeds u * total, never a zero-probability one
+        picked = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=cdf.shape[1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, picked, 0.0)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``-inf`` outside the nucleus: tokens whose ascending cumulative probability stays <= 1 - top_p go."""
+    ascending, order = torch.sort(logits, descending=False, dim=-1)
+    cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
+    drop = cumulative <= (1.0 - top_p)
+    drop[:, -1] = False  # the most likely token always stays
+    return logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
 
 
 @contextlib.contextmanager
@@ -276,7 +352,8 @@ def _only_generation_config(model, config):
 def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int, max_new_tokens: int,
                        temperature: float, top_p: float = 1.0, batch_size: int = 32,
                        generator_seed: int | None = None, share_prompt: bool = True,
-                       progress: Callable[[int, int], None] | None = None) -> Rollouts:
+                       progress: Callable[[int, int], None] | None = None,
+                       row_seeds: Sequence[int] | None = None) -> Rollouts:
     """Sample ``m`` completions per prompt; rows are prompt-major (prompt i owns rows i*m .. i*m+m-1).
 
     Generation runs in batches of ``batch_size`` sequences; all rows share
@@ -286,6 +363,9 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     and nothing else (:func:`sampling_config`); the model's own
     ``generation_config`` is ignored apart from its EOS ids.
     ``progress(rows_done, rows_total)`` is called after each batch.
+    ``row_seeds`` (``len(prompt_texts) * m`` ints), when given, give every
+    row its own random stream (see the module docstring), so its sample
+    does not depend on the batch it runs in; ``generator_seed`` is then unused.
     """
     device = next(model.parameters()).device
     enc = tokenizer(list(prompt_texts), return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -295,13 +375,19 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
+    seeds = _checked_row_seeds(row_seeds, prompt_ids.shape[0])
     settings = sampling_config(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                               pad_token_id=pad, eos_token_id=eos)
+                               pad_token_id=pad, eos_token_id=eos, seeded_rows=seeds is not None)
     chunks = []
     with _only_generation_config(model, settings):
         for start in range(0, prompt_ids.shape[0], batch_size):
             ids, mask = prompt_ids[start:start + batch_size], prompt_mask[start:start + batch_size]
             cached = _shared_prompt(model, ids, mask, share_prompt)
+            if seeds is not None:
+                from transformers import LogitsProcessorList
+
+                cached["logits_processor"] = LogitsProcessorList([RowSeededSampler(seeds[start:start + batch_size], ids.shape[1],
+                                                               temperature=temperature, top_p=top_p)])
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=settings, **cached)
             chunks.append(out[:, prompt_ids.shape[1]:])
             if progress is not None:
@@ -311,6 +397,19 @@ def sample_completions(model, tokenizer, prompt_texts: Sequence[str], *, m: int,
     completion_mask, truncated = completion_mask_from_eos(completion_ids, eos)
     texts = tokenizer.batch_decode(completion_ids * completion_mask + pad * (1 - completion_mask), skip_special_tokens=True)
     return Rollouts(prompt_ids, prompt_mask, completion_ids, completion_mask, texts, truncated)
+
+
+def _checked_row_seeds(row_seeds, n_rows: int):
+    """``row_seeds`` as a (n_rows,) uint64 array (None stays None); a wrong length or a negative seed is refused."""
+    if row_seeds is None:
+        return None
+    seeds = np.asarray(row_seeds)
+    if seeds.shape != (n_rows,) or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"row_seeds must be {n_rows} integers (one per prompt x m rows), got shape {seeds.shape} "
+                         f"of {seeds.dtype}")
+    if (seeds < 0).any():
+        raise ValueError("row_seeds must be non-negative integers (e.g. a stable hash modulo 2**63)")
+    return seeds.astype(np.uint64)
 
 
 def token_logprobs(model, rollouts: Rollouts, *, micro_batch_size: int, temperature: float = 1.0,

@@ -47,6 +47,7 @@ from typing import Any, Callable, Sequence
 from multireward_grpo.models import quiet_peft
 from multireward_grpo.models import require_llm as _require_llm
 from multireward_grpo.train.config import GRPOConfig
+from multireward_grpo.train.distributed import current_processes
 
 __all__ = ["GRPOTrainer", "train_grpo"]
 
@@ -288,8 +289,10 @@ class GRPOTrainer:
         if config.eval_every and not self.eval_prompts:
             raise ValueError(f"eval_every={config.eval_every} but no eval prompts: pass eval_prompts=... "
                              "to GRPOTrainer, or set eval_every=0")
+        self.processes = current_processes(config.device)
+        self.batch_share = self.processes.batch_share(config.batch_prompts)  # refuses an uneven split before loading
         resume_point = self._prepare_out_dir()  # a missing or incompatible checkpoint fails before the model loads
-        self.device, self.dtype = _device_and_dtype(config)
+        self.device, self.dtype = _device_and_dtype(config, self.processes.device)
         self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
         if config.gradient_checkpointing:
             enable_checkpointing(self.model)
@@ -297,6 +300,8 @@ class GRPOTrainer:
             self.model = _add_lora(self.model, config)
         if config.disable_dropout:
             disable_dropout(self.model)
+        # every rank starts from rank 0's weights, whatever a passed-in model or the seeding gave it
+        self.processes.broadcast_parameters(p for p in self.model.parameters() if p.requires_grad)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
         self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
         self.sampler = PromptSampler(len(self.prompts), config.seed)
@@ -323,16 +328,19 @@ class GRPOTrainer:
         self.out_dir = Path(self.config.out_dir)
         self.run_id, self.parent = uuid.uuid4().hex, None
         self.base_step, self.checkpointed_step = 0, None  # the step resumed from; the step last saved or loaded
-        clean_stale_temp_folders(self.out_dir)
+        if self.processes.is_main:
+            clean_stale_temp_folders(self.out_dir)
+        self.processes.barrier()  # no rank reads the folder while the main one tidies it
         return find_resume_point(self.config, self.prompts) if self.config.resume_from else None
 
     # ------------------------------------------------------------------ public
 
     def train(self) -> list[dict]:
         """Run until ``config.n_steps``; returns the history (one dict per step)."""
-        from multireward_grpo.train.logging import StepLogger
+        from multireward_grpo.train.logging import NullLogger, StepLogger
 
-        logger = StepLogger(self.config, self.out_dir, start=self.step, records=self.history)
+        logger = (StepLogger(self.config, self.out_dir, start=self.step, records=self.history)
+                  if self.processes.is_main else NullLogger())
         try:
             while self.step < self.config.n_steps:
                 record = self._step_or_roll_back()
@@ -346,6 +354,7 @@ class GRPOTrainer:
         finally:
             logger.close()
         self.save(self.out_dir / "final")
+        self.processes.barrier()  # the final model is on disk before any rank returns
         return self.history
 
     def train_step(self) -> dict:
@@ -365,22 +374,44 @@ class GRPOTrainer:
         return record
 
     def _run_step(self) -> dict:
+        """One step; under several processes this rank's share of the batch, with global advantages and metrics."""
         import torch
 
         started = time.perf_counter()
         self.step += 1
         torch.manual_seed(_stable_seed(self.config.seed, "step", self.step))
-        batch = [self.prompts[i] for i in self.sampler.next(self.config.batch_prompts)]
-        rollouts, gen_seconds = self._sample(batch)
-        rewards, reward_metrics = self._score(rollouts, batch)  # (P*m, R) numpy; the step's log_metric means
-        advantages = self._advantages(rewards)  # (P*m,) torch
+        share, m = self.batch_share, self.config.m
+        positions = range(self.config.batch_prompts)[share]  # this rank's slots in the step's batch
+        drawn = self.sampler.next(self.config.batch_prompts)
+        batch = [self.prompts[drawn[i]] for i in positions]
+        rollouts, gen_seconds = self._sample(batch, positions)
+        local_rewards, reward_metrics = self._score(rollouts, batch)  # (P_rank*m, R) numpy; log_metric means
+        rewards = self._gathered_rows(local_rewards)  # (P*m, R), the whole batch in prompt order
+        all_advantages = self._advantages(rewards)  # (P*m,) torch
+        advantages = all_advantages[share.start * m:share.stop * m]
         update = self._update(rollouts, advantages)
-        record = self._record(rewards, advantages, rollouts, update, gen_seconds, time.perf_counter() - started)
-        _add_reward_metrics(record, reward_metrics)
-        record["samples"] = [(batch[i // self.config.m].messages[-1]["content"], rollouts.texts[i])
-                             for i in range(0, len(rollouts), self.config.m)][:2]
+        record = self._record(rewards, all_advantages, rollouts, update, gen_seconds, time.perf_counter() - started)
+        _add_reward_metrics(record, self._mean_over_processes(reward_metrics))
+        samples = [(batch[i // m].messages[-1]["content"], rollouts.texts[i]) for i in range(0, len(rollouts), m)][:2]
+        record["samples"] = [pair for part in self.processes.gather(samples) for pair in part][:2]
         self.history.append({k: v for k, v in record.items() if k != "samples"})
         return record
+
+    def _gathered_rows(self, local):
+        """The rows of every process, in rank order (= prompt order): ``(P*m, ...)`` numpy."""
+        import numpy as np
+
+        if self.processes.world_size == 1:
+            return local
+        return np.concatenate(self.processes.gather(local))
+
+    def _mean_over_processes(self, metrics: dict) -> dict:
+        """``log_metric`` means averaged over the processes that logged each name (equal shares of the batch)."""
+        if self.processes.world_size == 1:
+            return metrics
+        parts = self.processes.gather(metrics)
+        names = sorted({name for part in parts for name in part})
+        return {name: sum(p[name] for p in parts if name in p) / sum(name in p for p in parts) for name in names}
 
     def _step_or_roll_back(self) -> dict:
         """``train_step``, undone if Ctrl-C lands before its first weight update (the weights are then
@@ -398,6 +429,8 @@ class GRPOTrainer:
         """Ctrl-C: checkpoint the last finished step, so ``resume_from='latest'`` continues the run exactly."""
         from multireward_grpo.train.checkpoint import latest_checkpoint, save_checkpoint
 
+        if not self.processes.is_main:
+            return
         if self._interrupts.forced:
             print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is "
                   f"{latest_checkpoint(self.out_dir)}", file=sys.stderr)
@@ -412,8 +445,10 @@ class GRPOTrainer:
               "(CLI: --resume-from latest)", file=sys.stderr)
 
     def save(self, path: str | Path) -> Path:
-        """Save the adapter (or full model) and the tokenizer to ``path``."""
+        """Save the adapter (or full model) and the tokenizer to ``path`` (only the main process writes)."""
         path = Path(path)
+        if not self.processes.is_main:
+            return path
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
@@ -428,8 +463,14 @@ class GRPOTrainer:
             Defaults to the eval prompts given at construction.
         m : int
             Completions sampled per prompt (at ``config.temperature``).
+        seed : int
+            Row ``j`` of prompt ``i`` samples from a stream seeded by ``(seed, i, j)``: two models (or two
+            checkpoints) are compared on the same draws, and the numbers do not depend on the number of processes,
+            which evaluate contiguous shares of the prompts.
         """
-        from multireward_grpo.train.evaluation import evaluate_model
+        import numpy as np
+
+        from multireward_grpo.train.evaluation import eval_rewards, summarize
 
         items = self.eval_prompts if prompts is None else prompt_items(prompts, self.config.system_prompt,
                                                                         allow_empty=True)
@@ -437,24 +478,33 @@ class GRPOTrainer:
             raise ValueError("no eval prompts: pass prompts=... or eval_prompts= to the trainer")
         _check_prompts_for_reward(self.reward, items)
         cfg = self.config
-        return evaluate_model(self.model, self.tokenizer, self.reward, items, m=m, seed=seed, weights=cfg.weights,
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              batch_size=cfg.generation_batch_size, nan_policy=cfg.nan_policy,
-                              share_prompt=cfg.share_prompt_cache,
-                              reward_context={"trainer_state": self._trainer_state(self.step, self.sampler.drawn)})
+        share = self.processes.items_share(len(items))
+        rewards, names = None, None
+        if share.stop > share.start:
+            row_seeds = [_stable_seed(seed, "eval", i, j) for i in range(share.start, share.stop) for j in range(m)]
+            rewards = eval_rewards(
+                self.model, self.tokenizer, self.reward, items[share], m=m, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
+                nan_policy=cfg.nan_policy, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
+                reward_context={"trainer_state": self._trainer_state(self.step, self.sampler.drawn)})
+            names = self.reward.channel_names
+        parts = [part for part in self.processes.gather((rewards, names)) if part[0] is not None]
+        return summarize(np.concatenate([r for r, _ in parts]), cfg.weights, parts[0][1], m)
 
     # ------------------------------------------------------------------ pieces of a step
 
-    def _sample(self, batch):
+    def _sample(self, batch, positions):
+        """Completions of ``batch``, row ``j`` of slot ``p`` seeded from ``(seed, step, p, j)`` (rank-independent)."""
         from multireward_grpo.train.rollout import render_prompts, sample_completions
 
+        cfg = self.config
         self.model.eval()
         started = time.perf_counter()
+        row_seeds = [_stable_seed(cfg.seed, "rollout", self.step, p, j) for p in positions for j in range(cfg.m)]
         rollouts = sample_completions(
-            self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=self.config.m,
-            max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature,
-            top_p=self.config.top_p, batch_size=self.config.generation_batch_size,
-            share_prompt=self.config.share_prompt_cache,
+            self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=cfg.m,
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+            batch_size=cfg.generation_batch_size, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
         )
         return rollouts, time.perf_counter() - started
 
@@ -466,7 +516,7 @@ class GRPOTrainer:
         log = RewardMetricLog()
         context = {"completion_ids": rollouts.completion_id_lists(), "log_extra": log.log_extra,
                    "log_metric": log.log_metric,
-                   "trainer_state": self._trainer_state(self.step - 1, self.sampler.drawn - len(batch))}
+                   "trainer_state": self._trainer_state(self.step - 1, self.sampler.drawn - self.config.batch_prompts)}
         rewards = self.reward.score_batch(rollouts.texts, originals, nan_policy=self.config.nan_policy, context=context)
         return rewards, log.means()
 
@@ -520,7 +570,10 @@ class GRPOTrainer:
         if self.config.num_iterations > 1:
             with torch.no_grad():
                 old = token_logprobs(self.model, rollouts, **self._logprob_kw())
-        denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
+        # the global batch's sizes: every rank's loss is its share of the single-process loss
+        n_tokens = self.processes.sum_floats([float(rollouts.completion_mask.sum())])[0]
+        denominators = LossDenominators(self.config.batch_prompts * self.config.m, int(n_tokens),
+                                        self.config.max_new_tokens)
         train_started = time.perf_counter()
         iterations = [self._one_update(rollouts, advantages, old, ref, denominators, iteration)
                       for iteration in range(self.config.num_iterations)]
@@ -534,6 +587,8 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals = self._accumulate_gradients(rollouts, advantages, old, ref, denominators)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.processes.sum_gradients(params)  # once per update, after every micro-batch
+        totals = dict(zip(totals, self.processes.sum_floats(list(totals.values()))))
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
         self._interrupts.hold()  # from the first weight update on, the step must finish
         totals["grad_norm"] = float(norm)
@@ -584,16 +639,27 @@ class GRPOTrainer:
         )
 
     def _record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds) -> dict:
+        """The step's log record over the whole batch (times: the slowest process's)."""
         from multireward_grpo.train.logging import step_record
 
-        return step_record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds)
+        if self.processes.world_size == 1:
+            return step_record(self, rewards, advantages, rollouts, update, gen_seconds, step_seconds)
+        lengths = self._gathered_rows(rollouts.completion_mask.sum(dim=1).cpu().numpy())
+        truncated = self._gathered_rows(rollouts.truncated.cpu().numpy())
+        gen_seconds, train_seconds, step_seconds = self.processes.max_floats(
+            [gen_seconds, update["train_seconds"], step_seconds])
+        return step_record(self, rewards, advantages, rollouts, {**update, "train_seconds": train_seconds},
+                           gen_seconds, step_seconds, lengths=lengths, truncated=truncated)
 
     def _maybe_checkpoint(self, final: bool) -> None:
         from multireward_grpo.train.checkpoint import save_checkpoint
 
         every = self.config.checkpoint_every
         if final or (every and self.step % every == 0):
-            save_checkpoint(self)
+            if self.processes.is_main:
+                save_checkpoint(self)
+            self.checkpointed_step = self.step
+            self.processes.barrier()  # the checkpoint is complete before any rank goes on
 
 
 def _reward_function(config: GRPOConfig, reward_fn, reward_funcs):
