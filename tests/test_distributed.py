@@ -1,0 +1,188 @@
+"""Data-parallel training on two CPU processes (torchrun, gloo) against one process over the same global batch.
+
+Three launches of ``tests/dist_worker.py`` are shared by the tests: one
+process (the references, and a run interrupted after step 2), two processes
+(the same runs, a run interrupted after step 2, and the one-process
+interruption resumed on two), and one process again (the two-process
+interruption resumed on one). Tolerance on parameters: 1e-5 absolute; the
+differences left are float rounding of differently padded and batched
+forward passes (two processes pad their prompts to their own widths).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+if not torch.distributed.is_available():
+    pytest.skip("torch.distributed is not available in this torch build", allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+TOL = 1e-5
+P, M = 4, 2  # global batch: 4 prompts x 2 completions; 2 prompts (whole groups) per process
+LAUNCH_TIMEOUT_S = 600
+
+BASE = {"model": "tiny", "weights": [1.0, 0.5], "batch_prompts": P, "m": M, "max_new_tokens": 6, "temperature": 1.0,
+        "lr": 1e-2, "kl_coef": 0.05, "seed": 0, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "device": "cpu",
+        "checkpoint_every": 0, "sample_every": 1, "verbose": False, "micro_batch_size": 4, "eval_m": 2}
+# every option covered: LoRA and full fine-tuning, num_iterations 1 and 2, the three loss types
+MATRIX = {
+    "lora-grpo-1": {"use_lora": True, "loss_type": "grpo", "num_iterations": 1, "eval_every": 2},
+    "lora-dr_grpo-2": {"use_lora": True, "loss_type": "dr_grpo", "num_iterations": 2},
+    "lora-token_mean-1": {"use_lora": True, "loss_type": "token_mean", "num_iterations": 1, "mode": "gdpo"},
+    "full-grpo-2": {"use_lora": False, "loss_type": "grpo", "num_iterations": 2, "lr": 1e-3},
+    "full-dr_grpo-1": {"use_lora": False, "loss_type": "dr_grpo", "num_iterations": 1, "lr": 1e-3},
+    "full-token_mean-2": {"use_lora": False, "loss_type": "token_mean", "num_iterations": 2, "lr": 1e-3},
+}
+MATRIX_STEPS = 3
+RESUME = {"use_lora": True, "loss_type": "grpo", "num_iterations": 2, "n_steps": 4, "checkpoint_every": 1}
+TIMING_KEYS = ("gen_tokens_per_s", "train_tokens_per_s", "gen_seconds", "step_seconds")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), env.get("PYTHONPATH", "")])
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _launch(root: Path, tag: str, runs: list, processes: int) -> Path:
+    report = root / f"report-{tag}"
+    report.mkdir()
+    spec = root / f"spec-{tag}.json"
+    spec.write_text(json.dumps({"report_dir": str(report), "runs": runs}))
+    worker = str(HERE / "dist_worker.py")
+    command = [sys.executable, worker, str(spec)] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", worker,
+        str(spec)]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    if done.returncode != 0:
+        raise AssertionError(f"{tag} failed (rc {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+    return report
+
+
+def _run(name: str, out: Path, extra: dict, **more) -> dict:
+    return {"name": name, "out_dir": str(out / name), "config": {**BASE, **extra}, **more}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    one, two = root / "one", root / "two"
+    matrix = [(name, {**extra, "n_steps": MATRIX_STEPS}) for name, extra in MATRIX.items()]
+    first = _launch(root, "one", [_run(n, one, e) for n, e in matrix] + [
+        _run("uninterrupted", one, RESUME), _run("interrupted", one, RESUME, crash_after=2)], 1)
+    second = _launch(root, "two", [_run(n, two, e) for n, e in matrix] + [
+        _run("uninterrupted", two, RESUME), _run("interrupted", two, RESUME, crash_after=2),
+        _run("resumed-1-on-2", two, RESUME, resume_from=str(one / "interrupted" / "checkpoint-2"))], 2)
+    third = _launch(root, "three", [
+        _run("resumed-2-on-1", root / "three", RESUME, resume_from=str(two / "interrupted" / "checkpoint-2"))], 1)
+    return {"one": first, "two": second, "three": third, "dirs": {"one": one, "two": two}}
+
+
+def _params(report: Path, name: str, rank: int = 0):
+    return torch.load(report / f"{name}.rank{rank}.pt")
+
+
+def _info(report: Path, name: str, rank: int = 0) -> dict:
+    return json.loads((report / f"{name}.rank{rank}.json").read_text())
+
+
+@pytest.mark.parametrize("name", list(MATRIX) + ["uninterrupted"])
+def test_ranks_hold_identical_parameters_after_every_step(runs, name):
+    rank0, rank1 = _params(runs["two"], name, 0), _params(runs["two"], name, 1)
+    assert rank0.shape[0] == _info(runs["two"], name)["final_step"]
+    assert torch.equal(rank0, rank1)
+
+
+@pytest.mark.parametrize("name", list(MATRIX) + ["uninterrupted"])
+def test_two_processes_equal_one_process_over_the_same_global_batch(runs, name):
+    single, double = _params(runs["one"], name), _params(runs["two"], name)
+    assert single.shape == double.shape and single.shape[0] == (MATRIX_STEPS if name in MATRIX else 4)
+    moved = (single[-1] - _params(runs["one"], name)[0]).abs().max()
+    assert moved > 10 * TOL  # the runs really train, so agreement is not trivial
+    for step, (a, b) in enumerate(zip(single, double), start=1):
+        assert float((a - b).abs().max()) <= TOL, (name, step, float((a - b).abs().max()))
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_history_is_the_whole_batch_and_equals_one_process(runs, name):
+    single, double = _info(runs["one"], name)["history"], _info(runs["two"], name)["history"]
+    assert _info(runs["two"], name, 1)["history"] == double  # every rank holds the same, global record
+    assert len(single) == len(double) == MATRIX_STEPS
+    for a, b in zip(single, double):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key not in TIMING_KEYS:
+                np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=f"{name} {key}")
+
+
+def test_work_is_split_not_duplicated(runs):
+    """Each rank scores only its whole groups: 2 prompts x m per step, together exactly the one-process batch."""
+    name = "lora-dr_grpo-2"  # no evaluation in this run: every reward call is a training rollout
+    single = _info(runs["one"], name)
+    parts = [_info(runs["two"], name, rank) for rank in (0, 1)]
+    assert single["reward_calls"] == MATRIX_STEPS * P * M
+    assert [p["reward_calls"] for p in parts] == [MATRIX_STEPS * P // 2 * M] * 2
+    per_step = P // 2 * M
+    for step in range(MATRIX_STEPS):
+        rows = slice(step * per_step, (step + 1) * per_step)
+        merged = parts[0]["scored_prompts"][rows] + parts[1]["scored_prompts"][rows]
+        assert merged == single["scored_prompts"][step * P * M:(step + 1) * P * M]
+        # whole groups: the m rows of a prompt are scored on one rank
+        for part in parts:
+            own = part["scored_prompts"][rows]
+            assert all(own[i] == own[i + 1] for i in range(0, per_step, M))
+
+
+def test_evaluation_is_split_and_reduced(runs):
+    """3 eval prompts over 2 ranks (2 + 1): the gathered result is the one-process result."""
+    one = (runs["dirs"]["one"] / "lora-grpo-1" / "eval.jsonl").read_text().splitlines()
+    two = (runs["dirs"]["two"] / "lora-grpo-1" / "eval.jsonl").read_text().splitlines()
+    assert len(one) == len(two) == 1
+    a, b = json.loads(one[0])["eval"], json.loads(two[0])["eval"]
+    assert a["n_prompts"] == b["n_prompts"] == 3
+    np.testing.assert_allclose(b["means"], a["means"], atol=1e-12)
+    calls = [_info(runs["two"], "lora-grpo-1", rank)["reward_calls"] for rank in (0, 1)]
+    assert calls == [MATRIX_STEPS * P // 2 * M + 2 * 2, MATRIX_STEPS * P // 2 * M + 1 * 2]
+
+
+@pytest.mark.parametrize("name", ["lora-grpo-1", "full-grpo-2", "interrupted"])
+def test_only_rank_zero_writes_files(runs, name):
+    assert _info(runs["two"], name, 1)["writes"] == []
+    assert _info(runs["two"], name, 0)["writes"]  # the audit sees writes at all
+    out_one, out_two = runs["dirs"]["one"] / name, runs["dirs"]["two"] / name
+    assert sorted(p.name for p in out_two.iterdir()) == sorted(p.name for p in out_one.iterdir())
+    for log in ("history.jsonl", "samples.jsonl"):
+        assert len((out_two / log).read_text().splitlines()) == len((out_one / log).read_text().splitlines())
+
+
+@pytest.mark.parametrize(("resumed", "report"), [("resumed-1-on-2", "two"), ("resumed-2-on-1", "three")])
+def test_interrupted_run_resumed_on_another_number_of_processes_ends_where_an_uninterrupted_run_ends(
+        runs, resumed, report):
+    interrupted = [_info(runs[r], "interrupted") for r in ("one", "two")]
+    assert all(i["crashed"] and i["final_step"] == 2 for i in interrupted)
+    end = _info(runs[report], resumed)
+    assert end["final_step"] == 4 and not end["crashed"]
+    assert end["world_size"] == (2 if report == "two" else 1)
+    reference = _params(runs["one"], "uninterrupted")
+    resumed_params = _params(runs[report], resumed)
+    assert resumed_params.shape[0] == 2  # steps 3 and 4
+    for a, b in zip(reference[2:], resumed_params):
+        assert float((a - b).abs().max()) <= TOL
+    history = [h["mean_reward"] for h in end["history"]]
+    np.testing.assert_allclose(history, [h["mean_reward"] for h in _info(runs["one"], "uninterrupted")["history"]],
+                               atol=1e-9)
