@@ -76,6 +76,14 @@ when none of the numeric ones (lr, n_steps under a decaying schedule, device,
 dtype, micro_batch_size) changes.
 
 Ignored: resume_from and out_dir (a copied or moved out_dir resumes).
+
+Several processes
+-----------------
+A checkpoint holds global state only (the weights and optimizer state, the
+same on every rank, the step, the sampler position and the history; the RNG
+states are the main process's, and every step reseeds anyway), and only the
+main process writes it. So a run resumes on any number of processes that
+divides ``batch_prompts``, and ends where the uninterrupted run ends.
 """
 
 from __future__ import annotations

@@ -43,6 +43,11 @@ starts (from the records it resumes with) and appended to after each step;
 through a symbolic link: the rewrite replaces a link at ``history.jsonl``
 with a plain file, and a link at a file that is appended to is refused
 before the first step (see :mod:`multireward_grpo._fileio`).
+
+Under several processes every rank computes the same record (over the whole
+batch: rewards and advantages gathered, loss sums and token counts summed,
+times the slowest rank's), and only the main process writes it; the others
+log through a :class:`NullLogger`.
 """
 
 from __future__ import annotations

@@ -17,8 +17,17 @@ Deliberate choices, named here so they are not mistaken for accidents:
   the old and reference log-probs are taken in eval mode and the loss pass
   in train mode, and with dropout left on those are different functions, so
   the first, on-policy ratio would leave 1 and the clip would fire on noise.
-* Every step reseeds torch from ``(seed, step)``, so a run interrupted and
-  resumed from a checkpoint samples exactly what the uninterrupted run did.
+* Every step reseeds torch from ``(seed, step)``, and row ``j`` of the
+  prompt in slot ``p`` of the step's batch samples from its own stream seeded
+  by ``(seed, step, p, j)`` (:class:`~multireward_grpo.train.rollout.RowSeededSampler`),
+  so a run interrupted and resumed from a checkpoint samples exactly what the
+  uninterrupted run did, on any number of processes.
+* Under ``accelerate launch`` or ``torchrun`` the step is data-parallel:
+  each process samples and scores whole groups of its share of the prompts,
+  the advantages and metrics are over the whole batch, the loss denominators
+  are global and the gradients are summed once per update, so N processes
+  take the steps of one process with the same global batch; only the main
+  process writes files (see :mod:`multireward_grpo.train.distributed`).
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
 * Rollouts use plain temperature / top-p sampling and the log-probs are those
   of the tempered distribution (as TRL does); the model's own
