@@ -96,6 +96,14 @@ def run(spec: dict, audit: Audit) -> None:
                 raise Crash(f"planned interruption after step {trainer.step}")
 
         trainer._maybe_checkpoint = after_step
+        syncs = [0]
+        summed = trainer.processes.sum_gradients
+
+        def count_syncs(params, summed=summed, syncs=syncs):
+            syncs[0] += 1
+            return summed(params)
+
+        trainer.processes.sum_gradients = count_syncs
         audit.root, audit.events = os.path.abspath(run_spec["out_dir"]), []
         crashed = False
         try:
@@ -107,6 +115,7 @@ def run(spec: dict, audit: Audit) -> None:
         (report / f"{run_spec['name']}.rank{rank}.json").write_text(json.dumps({
             "history": trainer.history, "scored_prompts": scored, "reward_calls": calls[0], "crashed": crashed,
             "writes": audit.events, "world_size": trainer.processes.world_size, "final_step": trainer.step,
+            "gradient_syncs": syncs[0],
         }))
         trainer.processes.barrier()
 

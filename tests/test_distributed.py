@@ -30,12 +30,12 @@ if not torch.distributed.is_available():
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 TOL = 1e-5
-P, M = 4, 2  # global batch: 4 prompts x 2 completions; 2 prompts (whole groups) per process
+P, M = 4, 2  # global batch: 4 prompts x 2 completions; 2 prompts (whole groups), 2 micro-batches of 2 per process
 LAUNCH_TIMEOUT_S = 600
 
 BASE = {"model": "tiny", "weights": [1.0, 0.5], "batch_prompts": P, "m": M, "max_new_tokens": 6, "temperature": 1.0,
         "lr": 1e-2, "kl_coef": 0.05, "seed": 0, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "device": "cpu",
-        "checkpoint_every": 0, "sample_every": 1, "verbose": False, "micro_batch_size": 4, "eval_m": 2}
+        "checkpoint_every": 0, "sample_every": 1, "verbose": False, "micro_batch_size": 2, "eval_m": 2}
 # every option covered: LoRA and full fine-tuning, num_iterations 1 and 2, the three loss types
 MATRIX = {
     "lora-grpo-1": {"use_lora": True, "loss_type": "grpo", "num_iterations": 1, "eval_every": 2},
@@ -146,6 +146,13 @@ def test_work_is_split_not_duplicated(runs):
         for part in parts:
             own = part["scored_prompts"][rows]
             assert all(own[i] == own[i + 1] for i in range(0, per_step, M))
+
+
+@pytest.mark.parametrize("name", ["lora-grpo-1", "lora-dr_grpo-2", "full-token_mean-2"])
+def test_gradients_are_summed_once_per_update(runs, name):
+    """One collective per optimizer update, whatever the number of micro-batches (2 per rank and update here)."""
+    updates = MATRIX_STEPS * MATRIX[name]["num_iterations"]
+    assert [_info(runs["two"], name, rank)["gradient_syncs"] for rank in (0, 1)] == [updates, updates]
 
 
 def test_evaluation_is_split_and_reduced(runs):

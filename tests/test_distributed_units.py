@@ -150,3 +150,11 @@ def test_readme_launch_lines_parse():
             ours.parse_args(script_args[1:])
         else:
             assert script_args[0].endswith(".py"), line
+
+
+def test_explicit_gpu_index_under_several_processes_is_refused():
+    torch = pytest.importorskip("torch")
+    from multireward_grpo.models import resolve_device_and_dtype
+
+    with pytest.raises(ValueError, match="each with the GPU of its local rank: set device='auto' or 'cuda'"):
+        resolve_device_and_dtype("cuda:0", "float32", process_device=torch.device("cuda", 1))

@@ -117,6 +117,9 @@ def resolve_device_and_dtype(device: str = "auto", dtype: str = "auto", *, proce
     import torch
 
     chosen = device
+    if process_device is not None and process_device.type == "cuda" and device.startswith("cuda:"):
+        raise ValueError(f"device={device!r} but a launcher started several processes, each with the GPU of its "
+                         "local rank: set device='auto' or 'cuda' (CUDA_VISIBLE_DEVICES picks the GPUs)")
     if process_device is not None and (device == "auto" or (device == "cuda" and process_device.type == "cuda")):
         chosen = str(process_device)
     elif device == "auto":

@@ -521,7 +521,8 @@ def load_checkpoint(trainer, where: str | Path | ResumePoint) -> Path:
     trainer.parent = {"run_id": state.get("run_id"), "step": trainer.step, "checkpoint": point.path.name}
     if "lr" in point.applied or "n_steps" in point.applied:
         _apply_lr(trainer)
-    if point.applied:
+    processes = getattr(trainer, "processes", None)
+    if point.applied and (processes is None or processes.is_main):  # one message, not one per process
         print(f"resuming from {point.path} (step {trainer.step}); applied changed settings: "
               + ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in point.applied.items()),
               file=sys.stderr)
