@@ -389,3 +389,103 @@ def test_reference_loop_agrees_with_numpy_on_a_plain_case():
     logp, _, adv, mask, _, _ = _off_policy_batch()
     value, _ = reference_loss(logp, logp, adv, mask)
     assert float(value) == pytest.approx(-float(np.mean(adv.numpy())), rel=1e-12)
+
+
+# --------------------------------------------------------------------------- the trainer passes them through
+
+
+def _eos_bias_model(tokenizer, bias):
+    """The tiny model with ``bias`` added to the EOS logit in every forward pass (sampling and loss passes alike)."""
+    from tiny_lm import make_model
+
+    model = make_model(tokenizer)
+    eos = tokenizer.eos_token_id
+
+    def add_bias(module, args, output):
+        logits = output.logits.clone()
+        logits[..., eos] += bias
+        output.logits = logits
+        return output
+
+    model.register_forward_hook(add_bias)
+    return model
+
+
+class _InputSpy:
+    """Wraps ``losses.policy_loss`` and keeps every call's inputs, options and loss."""
+
+    def __init__(self, monkeypatch):
+        from multireward_grpo.train import losses
+
+        self.calls, self._real = [], losses.policy_loss
+        monkeypatch.setattr(losses, "policy_loss", self)
+
+    def __call__(self, logp, old_logp, advantages, mask, **kwargs):
+        loss, stats = self._real(logp, old_logp, advantages, mask, **kwargs)
+        self.calls.append({"logp": logp.detach().double(), "old": old_logp.detach().double(),
+                           "adv": advantages.detach().double(), "mask": mask, "kwargs": kwargs,
+                           "loss": float(loss.detach())})
+        return loss, stats
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from tiny_lm import make_tokenizer
+
+    return make_tokenizer()
+
+
+@pytest.mark.parametrize("options", [
+    dict(loss_type="bnpo", importance_sampling_level="sequence", epsilon_high=0.28, mask_truncated_completions=True),
+    dict(loss_type="dapo", importance_sampling_level="token", epsilon_high=0.3, mask_truncated_completions=True),
+    dict(loss_type="grpo", importance_sampling_level="sequence", mask_truncated_completions=False),
+])
+def test_trainer_step_loss_is_the_loop_reference_of_its_batch(tmp_path, tokenizer, monkeypatch, options):
+    """Two updates per batch (the second off-policy), micro-batches of 3 splitting groups of 4, some completions cut."""
+    from multireward_grpo import GRPOTrainer
+    from trainer_helpers import PROMPTS, e_reward, tiny_config
+
+    spy = _InputSpy(monkeypatch)
+    config = tiny_config(tmp_path / "run", num_iterations=2, n_steps=1, kl_coef=0.05, lr=5e-2, ppo_clip=0.05,
+                         max_new_tokens=5, **options)
+    trainer = GRPOTrainer(config, e_reward, PROMPTS, model=_eos_bias_model(tokenizer, 3.5), tokenizer=tokenizer)
+    record = trainer.train_step()
+    per_iteration = len(spy.calls) // 2
+    assert per_iteration == math.ceil(8 / 3)
+    flags = torch.cat([c["kwargs"]["truncated"] for c in spy.calls[:per_iteration]])
+    assert 0 < int(flags.sum()) < 8, "the EOS bias should leave some completions cut and some ended"
+    assert 0 < record["truncated_frac"] < 1
+    for iteration in range(2):
+        calls = spy.calls[iteration * per_iteration:(iteration + 1) * per_iteration]
+        assert all(c["kwargs"][k] == v for c in calls for k, v in objective_options(config).items())
+        batch = {key: torch.cat([c[key] for c in calls]) for key in ("logp", "old", "adv", "mask")}
+        ref = torch.cat([c["kwargs"]["ref_logp"] for c in calls]).double()
+        expected, silenced = reference_loss(
+            batch["logp"], batch["old"], batch["adv"], batch["mask"], loss_type=config.loss_type, clip=config.ppo_clip,
+            clip_high=config.epsilon_high, level=config.importance_sampling_level, truncated=flags,
+            mask_truncated=config.mask_truncated_completions, ref=ref, kl_coef=config.kl_coef, micro_batch_size=3,
+            max_new_tokens=config.max_new_tokens)
+        assert sum(c["loss"] for c in calls) == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+        if iteration == 1:
+            assert silenced, "the second update should clip something (ppo_clip 0.05 after a large step)"
+    kept = ~flags if config.mask_truncated_completions else torch.ones_like(flags)
+    n_kept_tokens = int((batch["mask"] * kept[:, None]).sum())
+    assert all(c["kwargs"]["denominators"] == LossDenominators(8, n_kept_tokens, 5, 3) for c in calls)
+
+
+def test_masking_a_batch_of_only_truncated_completions_leaves_the_weights(tmp_path, tokenizer):
+    """EOS can never be sampled: every completion is cut, so with masking the loss and gradient are exactly 0."""
+    from multireward_grpo import GRPOTrainer
+    from trainer_helpers import PROMPTS, e_reward, tiny_config
+
+    config = tiny_config(tmp_path / "run", n_steps=1, kl_coef=0.05, mask_truncated_completions=True,
+                         loss_type="token_mean")
+    trainer = GRPOTrainer(config, e_reward, PROMPTS, model=_eos_bias_model(tokenizer, -1e4), tokenizer=tokenizer)
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+    record = trainer.train_step()
+    assert record["truncated_frac"] == 1.0
+    assert record["loss"] == 0.0 and record["kl"] == 0.0 and record["grad_norm"] == 0.0
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)
