@@ -197,7 +197,9 @@ def policy_loss(logp, old_logp, advantages, mask, *, clip: float, denominators: 
     adv = advantages.to(logp.dtype)[:, None]
     ratio = _importance_ratio(logp, old_logp, mask, importance_sampling_level)  # (b, Lc) or (b, 1)
     unclipped, clipped = ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip_high) * adv
-    pg = -torch.minimum(unclipped, clipped).expand_as(logp)  # (b, Lc)
+    pg = -torch.minimum(unclipped, clipped)
+    if pg.shape != logp.shape:  # GSPO: the sequence's term on each of its tokens
+        pg = pg.expand_as(logp)  # (b, Lc)
     per_token = pg
     kl = None
     if kl_coef > 0:
