@@ -47,7 +47,8 @@ TRL's names against ours (TRL 1.x ``GRPOConfig.loss_type``; TRL's
   both divide by the token count of the whole batch, in one process and, in
   our multi-process trainer, of the global batch across processes.
 * TRL ``bnpo`` = ours ``bnpo``: each micro-batch divided by its own (local)
-  token count; it equals ``token_mean`` only with one micro-batch per step.
+  token count; in general it equals ``token_mean`` only with one micro-batch
+  per step.
 """
 
 from __future__ import annotations
