@@ -267,6 +267,7 @@ def test_create_failing_for_good_is_a_result(fake, make_client, leaks):
     result = make_client(fake, max_attempts=2).run_command("true", wall_clock_cap=60, gpu_types=["GPU-A", "GPU-B"])
     assert (result.status, result.pod_id, result.return_code, result.estimated_cost_usd) == ("create_failed", None, None, None)
     assert "GPU-B: POST /pods: HTTP 500" in result.message
+    assert fake.requests[-1] == ("GET", "/pods")  # a 500 may hide a created pod: looked up by name
     _settled(fake, result)
     leaks(result)
 
@@ -275,7 +276,7 @@ def test_wrong_key_stops_at_the_first_refusal_and_is_never_shown(fake, make_clie
     wrong = "rpa_WRONGKEY_abcdefghijklmnop"
     result = make_client(fake, api_key=wrong).run_command("true", wall_clock_cap=60, gpu_types=["GPU-A", "GPU-B"])
     assert result.status == "create_failed" and "HTTP 401" in result.message and "check the API key" in result.message
-    assert fake.count("POST") == 1
+    assert fake.count("POST") == 1 and fake.requests == [("POST", "/pods")] and result.pod_deleted
     output = leaks(result)
     assert wrong not in output + repr(result)
 
@@ -285,6 +286,19 @@ def test_an_error_page_quoting_the_key_is_redacted(fake, make_client, leaks):
     result = make_client(fake).run_command("true", wall_clock_cap=60, gpu_types=["GPU-A"])
     assert result.status == "create_failed" and "Bearer ***" in result.message
     leaks(result)
+
+
+def test_ctrl_c_during_a_lost_creation_still_deletes_the_pod(fake, make_client, leaks):
+    """The POST made a pod and its answer was lost; Ctrl-C comes during the retry's backoff."""
+    fake.create_faults = ["drop"]
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_client(fake, sleep=interrupted).run_command("true", wall_clock_cap=60)
+    assert len(fake.pods) == 1 and fake.live_pods() == []
+    assert "interrupted" in leaks()
 
 
 def test_pod_that_never_runs_is_deleted_at_the_cap(fake, make_client, leaks):

@@ -512,7 +512,9 @@ class _Run:
     gpu_type: Optional[str] = None
     price: Optional[float] = None
     created_at: Optional[float] = None
-    create_failures: int = 0  # creation requests that failed in any way (each may have made a pod)
+    # A creation request that failed without a definite refusal (or was interrupted) may have made a
+    # pod whose answer was lost: such pods are found by name and deleted at the end.
+    orphans_possible: bool = False
     create_error: str = "no GPU type tried"
     cap_hit: bool = False
 
@@ -631,6 +633,7 @@ class RunPodClient:
         self.poll_interval_s = _check_positive("poll_interval_s", poll_interval_s)
         self.delete_timeout_s = _check_positive("delete_timeout_s", delete_timeout_s)
         self.verbose = sys.stderr.isatty() if verbose is None else bool(verbose)
+        self._progress_width = 0
         self._sleep, self._clock = sleep, clock
         self._opener = self._build_opener()
         if reap:
@@ -668,11 +671,19 @@ class RunPodClient:
             handlers.append(urllib.request.ProxyHandler({}))  # a local server is never behind the proxy
         return urllib.request.build_opener(*handlers)
 
-    def _say(self, text: str, *, end: str = "\n") -> None:
-        log.info("%s", self._redact(text))
-        if self.verbose:
-            sys.stderr.write(("\r" if end == "" else "") + self._redact(text) + end)
-            sys.stderr.flush()
+    def _say(self, text: str, *, progress: bool = False) -> None:
+        """A line on stderr when verbose (``progress``: rewritten in place), and in the log."""
+        text = self._redact(text)
+        log.log(logging.DEBUG if progress else logging.INFO, "%s", text)
+        if not self.verbose:
+            return
+        if progress:
+            sys.stderr.write("\r" + text.ljust(self._progress_width))
+            self._progress_width = len(text)
+        else:
+            sys.stderr.write(("\n" if self._progress_width else "") + text + "\n")
+            self._progress_width = 0
+        sys.stderr.flush()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -1013,19 +1024,21 @@ class RunPodClient:
                                          cloud_type=plan["cloud_type"], gpu_count=plan["gpu_count"],
                                          disk_gb=plan["disk_gb"])
             failures: list = []
+            before, run.orphans_possible = run.orphans_possible, True
             try:
                 pod = self._request("create", body=body, deadline=run.deadline, failures=failures)
             except RunPodError as err:
-                run.create_failures += 1 + len(failures)
+                refused = err.status is not None and err.status not in _TRANSIENT_HTTP and not failures
+                run.orphans_possible = before if refused else True
                 run.create_error = f"{gpu_type}: {self._redact(err)}"
                 self._say(f"runpod: could not rent {gpu_type} ({self._redact(err)})")
                 if err.status in (401, 403):
                     run.create_error += " (check the API key)"
                     return None
                 continue
-            run.create_failures += len(failures)
+            run.orphans_possible = before or bool(failures)
             if not isinstance(pod, dict) or not pod.get("id"):
-                run.create_failures += 1
+                run.orphans_possible = True
                 run.create_error = f"{gpu_type}: the creation answer has no pod id"
                 continue
             run.pod_id, run.gpu_type, run.price = str(pod["id"]), gpu_type, hourly_price(pod)
@@ -1057,12 +1070,11 @@ class RunPodClient:
             run.price = hourly_price(pod) if hourly_price(pod) is not None else run.price
             if status in _DEAD_STATUSES:
                 return None, f"pod {run.pod_id} stopped before running the command (status {status})"
-            self._say(f"runpod: pod {run.pod_id} {status}, {run.deadline - self._clock():.0f} s of the cap left", end="")
+            self._say(f"runpod: pod {run.pod_id} {status}, {run.deadline - self._clock():.0f} s of the cap left", progress=True)
             if status == RUNNING and endpoint:
                 ssh = _SSH(*endpoint, user=self.ssh_user, key=key, known_hosts=known_hosts,
                            connect_timeout_s=min(10.0, max(1.0, left)))
                 if ssh.answers(min(15.0, left)):
-                    self._say("")
                     return ssh, ""
             self._sleep(min(self.poll_interval_s, max(0.0, run.deadline - self._clock())))
 
@@ -1114,7 +1126,7 @@ class RunPodClient:
         deleted = True
         if run.pod_id is not None:
             deleted = self.delete_pod(run.pod_id)
-        if run.create_failures:
+        if run.orphans_possible:
             deleted = self._delete_named(run.name, [run.pod_id] if run.pod_id else []) and deleted
         if deleted:
             self._record.drop(run.name)
