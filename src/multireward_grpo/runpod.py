@@ -86,6 +86,7 @@ _DEAD_STATUSES = frozenset({"EXITED", "ERROR", "TERMINATED", "FAILED", "DELETED"
 _TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _SSH_FAILURE = 255  # what ssh itself exits with when it cannot connect or authenticate
 _NAME_PREFIX = "multireward-grpo-"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class RunPodError(RuntimeError):
@@ -648,8 +649,13 @@ class RunPodClient:
     def _check_base_url(base_url: Optional[str]) -> str:
         if not base_url:
             return DEFAULT_BASE_URL
+        from urllib.parse import urlsplit
+
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
-            raise ValueError(f"base_url (or RUNPOD_API_URL) must start with https:// or http://, got {base_url!r}")
+            raise ValueError(f"base_url (or RUNPOD_API_URL) must start with https://, got {base_url!r}")
+        if base_url.startswith("http://") and urlsplit(base_url).hostname not in _LOOPBACK:
+            # Plain HTTP would carry the key in clear text: only a server on this machine may use it.
+            raise ValueError(f"base_url (or RUNPOD_API_URL) must use https:// unless it is on this machine, got {base_url!r}")
         return base_url.rstrip("/")
 
     @staticmethod
@@ -667,7 +673,7 @@ class RunPodClient:
         from urllib.parse import urlsplit
 
         handlers: list = [_no_redirects()]
-        if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1"):
+        if urlsplit(self.base_url).hostname in _LOOPBACK:
             handlers.append(urllib.request.ProxyHandler({}))  # a local server is never behind the proxy
         return urllib.request.build_opener(*handlers)
 
