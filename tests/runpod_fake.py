@@ -19,6 +19,7 @@ Faults (set the attributes before the client runs):
 - ``get_faults``: the same kinds, one per ``GET /pods/{id}``.
 - ``never_running``: pods stay ``PROVISIONING``.
 - ``delete_failures``: the first N DELETEs answer 500.
+- ``retry_after``: seconds sent as ``Retry-After`` with a 429.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class FakeRunPod:
         self.never_running = False
         self.polls_until_running = 1
         self.delete_failures = 0
+        self.retry_after = None  # seconds sent in Retry-After with every 429
         self.pods: dict[str, dict] = {}
         self.deleted: set[str] = set()
         self.requests: list[tuple[str, str]] = []
@@ -116,6 +118,8 @@ class FakeRunPod:
             def _reply(self, status: int, payload=None, raw: Optional[bytes] = None):
                 data = raw if raw is not None else (b"" if payload is None else json.dumps(payload).encode())
                 self.send_response(status)
+                if status == 429 and fake.retry_after is not None:
+                    self.send_header("Retry-After", str(fake.retry_after))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -111,6 +111,13 @@ def test_missing_key_names_the_three_ways(tmp_path, monkeypatch):
         rp.RunPodClient(api_key=123, state_file=tmp_path / "pods.json")
 
 
+def test_even_a_short_key_is_redacted():
+    redact = rp._Redactor()
+    redact.add("abc", always=True)
+    redact.add("xy")  # other values that short are left alone
+    assert redact("key abc, value xy") == "key ***, value xy"
+
+
 def test_repr_hides_the_key_and_base_url_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_URL", "http://127.0.0.1:9/v2/")
     client = rp.RunPodClient(KEY, state_file=tmp_path / "pods.json")
@@ -188,6 +195,17 @@ def test_transient_errors_are_retried_with_exponential_backoff(fake, make_client
     assert raised.value.status == 503
     assert client.get_pod("nosuchpod") is None  # 404 is an answer, not a failure
     leaks(raised.value)
+
+
+def test_retry_after_lengthens_the_backoff_up_to_its_maximum(fake, make_client):
+    sleeps = []
+    client = make_client(fake, backoff_s=0.5, max_backoff_s=3.0, sleep=sleeps.append)
+    pod = fake._create({"name": "x", "gpu": {"id": "A"}})
+    fake.retry_after, fake.get_faults = 2, [429, 500]
+    client.get_pod(pod["id"])
+    fake.retry_after, fake.get_faults = 60, [429]
+    client.get_pod(pod["id"])
+    assert sleeps == [2.0, 1.0, 3.0]  # Retry-After 2 > 0.5; then 0.5 * 2; then 60 capped at 3
 
 
 # --------------------------------------------------------------------------- the command path, for real over SSH

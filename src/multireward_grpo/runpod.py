@@ -105,11 +105,14 @@ class RunPodError(RuntimeError):
 
 
 class _Transient(Exception):
-    """A failure worth retrying (5xx, 429, dropped connection, malformed JSON)."""
+    """A failure worth retrying (5xx, 429, dropped connection, malformed JSON).
 
-    def __init__(self, message: str, status: Optional[int] = None):
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None, retry_after: Optional[float] = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.retry_after = status, retry_after
 
 
 @dataclass(frozen=True)
@@ -222,9 +225,9 @@ class _Redactor:
         for secret in secrets:
             self.add(secret)
 
-    def add(self, secret: Optional[str]) -> None:
-        # Very short values would redact ordinary words; they are not secrets worth the name.
-        if secret and len(secret) >= 6 and secret not in self._secrets:
+    def add(self, secret: Optional[str], *, always: bool = False) -> None:
+        # Very short values would redact ordinary words; only the API key is redacted whatever its length.
+        if secret and (always or len(secret) >= 6) and secret not in self._secrets:
             self._secrets.append(secret)
             self._secrets.sort(key=len, reverse=True)
 
@@ -546,6 +549,15 @@ def _check_positive(name: str, value: Any) -> float:
     return check_float(name, value, minimum=0.0, strict_minimum=True)
 
 
+def _retry_after(headers) -> Optional[float]:
+    """``Retry-After`` in seconds (the delay form; an HTTP date is ignored), or None."""
+    try:
+        seconds = float(headers.get("Retry-After")) if headers is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
+
+
 def _no_redirects() -> urllib.request.HTTPRedirectHandler:
     class Refuse(urllib.request.HTTPRedirectHandler):
         # Following a redirect would send the Authorization header to wherever it points.
@@ -583,8 +595,9 @@ class RunPodClient:
         Tries per API call on transient failures: 5xx, 429, a dropped
         connection, malformed JSON (default 6).
     backoff_s, max_backoff_s : float
-        Exponential backoff between tries: ``backoff_s * 2**attempt``, at most
-        ``max_backoff_s`` (defaults 1 and 30).
+        Exponential backoff between tries: ``backoff_s * 2**attempt`` (or the
+        server's ``Retry-After`` when longer), at most ``max_backoff_s``
+        (defaults 1 and 30).
     poll_interval_s : float
         Seconds between status polls while a pod starts (default 5).
     delete_timeout_s : float
@@ -621,7 +634,8 @@ class RunPodClient:
         from multireward_grpo._validate import check_int
 
         self._api_key = resolve_api_key(api_key, dotenv=dotenv)
-        self._redact = _Redactor([self._api_key])
+        self._redact = _Redactor()
+        self._redact.add(self._api_key, always=True)
         self.base_url = self._check_base_url(base_url if base_url is not None else os.environ.get("RUNPOD_API_URL"))
         self.state_file = Path(state_file) if state_file is not None else default_state_file()
         self._record = _PodRecord(self.state_file)
@@ -701,9 +715,9 @@ class RunPodClient:
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with self._opener.open(request, timeout=self.request_timeout_s) as response:
-                status, raw = response.status, response.read()
+                status, raw, retry_after = response.status, response.read(), None
         except urllib.error.HTTPError as err:
-            status, raw = err.code, self._read_error_body(err)
+            status, raw, retry_after = err.code, self._read_error_body(err), _retry_after(err.headers)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
             reason = getattr(err, "reason", None) or err
             raise _Transient(f"connection failed ({self._redact(reason) or type(err).__name__})") from None
@@ -711,7 +725,7 @@ class RunPodClient:
             text = self._redact(raw.decode("utf-8", "replace").strip())[:300]
             message = f"HTTP {status}" + (f": {text}" if text else "")
             if status in _TRANSIENT_HTTP:
-                raise _Transient(message, status)
+                raise _Transient(message, status, retry_after)
             raise RunPodError(message, status)
         if not parse or not raw.strip():
             return None
@@ -753,7 +767,7 @@ class RunPodClient:
                 last = err
                 if failures is not None:
                     failures.append(str(err))
-                wait = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+                wait = min(self.max_backoff_s, max(self.backoff_s * 2 ** attempt, err.retry_after or 0.0))
                 if attempt + 1 == attempts or (deadline is not None and self._clock() + wait > deadline):
                     break
                 log.info("%s %s: %s; retrying in %.2f s", method, path, err, wait)
