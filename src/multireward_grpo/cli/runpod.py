@@ -74,7 +74,7 @@ def add_runpod_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``run`` and ``cleanup`` subcommands of ``runpod``."""
     sub = parser.add_subparsers(dest="runpod_command", metavar="ACTION")
     run = sub.add_parser("run", help="run a command on a new GPU pod, copy results back, delete the pod",
-                         description=__doc__.split("\n\n")[1])
+                         description=__doc__.split("\n\n")[1].replace("``", ""))
     _add_run_arguments(run)
     cleanup = sub.add_parser("cleanup", help="delete the pods left behind by runs whose process died",
                              description="Delete the pods recorded (in ~/.cache/multireward-grpo/runpod_pods.json, "
