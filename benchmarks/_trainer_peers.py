@@ -103,14 +103,17 @@ def _fmt(v: dict) -> str:
 def run_job(py: Path | str, job: dict, workdir: Path, timeout: float) -> dict:
     """Run one trainer job in a fresh ``py`` process; returns the worker's result (or ``{"error": ...}``).
 
-    PYTHONPATH is dropped so this checkout can never shadow a venv's packages;
-    the worker prints no tracebacks, and only the last line of its stderr is
-    kept when it fails.
+    PYTHONPATH is dropped for the peers' venvs so this checkout can never
+    shadow their packages, and kept for ours (``py`` is this interpreter), so
+    a checkout put first on PYTHONPATH is the one measured even where another
+    copy is installed; the worker prints no tracebacks, and only the last line
+    of its stderr is kept when it fails.
     """
     tag = f"{job['workload']}-{job['impl']}"
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_path.write_text(json.dumps(job))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    dropped = ("PYTHONHOME",) if str(py) == sys.executable else ("PYTHONPATH", "PYTHONHOME")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1",
                TOKENIZERS_PARALLELISM="false")

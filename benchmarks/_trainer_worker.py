@@ -49,6 +49,7 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 
 SPECIAL_TEXT = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
 
@@ -255,6 +256,10 @@ def run(job: dict) -> dict:
         from importlib import metadata
 
         out["multireward_grpo"] = metadata.version("multireward-grpo")
+        if job["impl"] == "ours":  # which copy ran: the checkout on PYTHONPATH, or an installed one
+            import multireward_grpo
+
+            out["multireward_grpo_path"] = str(Path(multireward_grpo.__file__).parent)
     out["rss_after_imports_mb"] = rss_mb()
     rec = RewardRecorder(_load_tokenizer(job["model"]))
     build = {"ours": build_ours, "trl": build_trl, "peer": build_peer}[job["impl"]]

@@ -36,12 +36,17 @@ LAUNCH_TIMEOUT_S = 600
 BASE = {"model": "tiny", "weights": [1.0, 0.5], "batch_prompts": P, "m": M, "max_new_tokens": 6, "temperature": 1.0,
         "lr": 1e-2, "kl_coef": 0.05, "seed": 0, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "device": "cpu",
         "checkpoint_every": 0, "sample_every": 1, "verbose": False, "micro_batch_size": 2, "eval_m": 2}
-# every option covered: LoRA and full fine-tuning, num_iterations 1 and 2, the three loss types
+# every option covered: LoRA and full fine-tuning, num_iterations 1 and 2, the loss types (bnpo too: its
+# micro-batches of 2 fall on the same rows in one and two processes), and the loss options that change the
+# denominators (masking truncated completions) or the ratio (GSPO, clip-higher)
 MATRIX = {
     "lora-grpo-1": {"use_lora": True, "loss_type": "grpo", "num_iterations": 1, "eval_every": 2},
     "lora-dr_grpo-2": {"use_lora": True, "loss_type": "dr_grpo", "num_iterations": 2},
-    "lora-token_mean-1": {"use_lora": True, "loss_type": "token_mean", "num_iterations": 1, "mode": "gdpo"},
-    "full-grpo-2": {"use_lora": False, "loss_type": "grpo", "num_iterations": 2, "lr": 1e-3},
+    "lora-token_mean-1": {"use_lora": True, "loss_type": "token_mean", "num_iterations": 1, "mode": "gdpo",
+                          "mask_truncated_completions": True},
+    "lora-bnpo-2": {"use_lora": True, "loss_type": "bnpo", "num_iterations": 2, "epsilon_high": 0.28},
+    "full-grpo-2": {"use_lora": False, "loss_type": "grpo", "num_iterations": 2, "lr": 1e-3,
+                    "importance_sampling_level": "sequence"},
     "full-dr_grpo-1": {"use_lora": False, "loss_type": "dr_grpo", "num_iterations": 1, "lr": 1e-3},
     "full-token_mean-2": {"use_lora": False, "loss_type": "token_mean", "num_iterations": 2, "lr": 1e-3},
 }
@@ -193,3 +198,23 @@ def test_interrupted_run_resumed_on_another_number_of_processes_ends_where_an_un
     history = [h["mean_reward"] for h in end["history"]]
     np.testing.assert_allclose(history, [h["mean_reward"] for h in _info(runs["one"], "uninterrupted")["history"]],
                                atol=1e-9)
+
+
+def test_accelerate_launch_with_the_example_config_runs_the_one_process_path(runs, tmp_path):
+    """`accelerate launch --config_file examples/accelerate/ddp.yaml` (one CPU process here) trains exactly as a
+    plain `python` start does."""
+    pytest.importorskip("yaml")
+    name = "lora-grpo-1"
+    spec_run = _run(name, tmp_path / "out", {**MATRIX[name], "n_steps": 2})
+    report = tmp_path / "report"
+    report.mkdir()
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"report_dir": str(report), "runs": [spec_run]}))
+    config = HERE.parent / "examples" / "accelerate" / "ddp.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--cpu",
+               "--num_processes", "1", str(HERE / "dist_worker.py"), str(spec)]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-4000:]
+    launched = torch.load(report / f"{name}.rank0.pt")
+    assert torch.equal(launched, _params(runs["one"], name)[:2])
+    assert _info(report, name)["world_size"] == 1

@@ -579,14 +579,27 @@ class GRPOTrainer:
         if self.config.num_iterations > 1:
             with torch.no_grad():
                 old = token_logprobs(self.model, rollouts, **self._logprob_kw())
-        # the global batch's sizes: every rank's loss is its share of the single-process loss
-        n_tokens = self.processes.sum_floats([float(rollouts.completion_mask.sum())])[0]
-        denominators = LossDenominators(self.config.batch_prompts * self.config.m, int(n_tokens),
-                                        self.config.max_new_tokens)
+        local = LossDenominators.of_batch(
+            rollouts.completion_mask, rollouts.truncated, max_new_tokens=self.config.max_new_tokens,
+            micro_batch_size=self.config.micro_batch_size,
+            mask_truncated_completions=self.config.mask_truncated_completions)
+        denominators = self._global_denominators(local)
         train_started = time.perf_counter()
         iterations = [self._one_update(rollouts, advantages, old, ref, denominators, iteration)
                       for iteration in range(self.config.num_iterations)]
         return {"iterations": iterations, "train_seconds": time.perf_counter() - train_started}
+
+    def _global_denominators(self, local):
+        """The whole batch's loss denominators: completions, loss tokens and micro-batches summed over processes,
+        so every process's loss is its share of the single-process loss."""
+        if self.processes.world_size == 1:
+            return local
+        from dataclasses import replace
+
+        n_sequences, n_tokens, n_micro_batches = self.processes.sum_floats(
+            [local.n_sequences, local.n_tokens, local.n_micro_batches])
+        return replace(local, n_sequences=int(n_sequences), n_tokens=int(n_tokens),
+                       n_micro_batches=int(n_micro_batches))
 
     def _one_update(self, rollouts, advantages, old, ref, denominators, iteration: int = 0) -> dict:
         """Accumulate the batch's gradient and take one optimizer step (skipped on a non-finite gradient norm)."""
@@ -626,9 +639,9 @@ class GRPOTrainer:
                                   share_prompt=self.config.share_prompt_cache)
             old_part = logp.detach() if old is None else old[part]
             loss, stats = losses.policy_loss(
-                logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
-                denominators=denominators, loss_type=self.config.loss_type,
-                ref_logp=None if ref is None else ref[part], kl_coef=self.config.kl_coef,
+                logp, old_part, advantages[part], rollouts.completion_mask[part], denominators=denominators,
+                ref_logp=None if ref is None else ref[part], truncated=rollouts.truncated[part],
+                **losses.objective_options(self.config),
             )
             loss.backward()
             totals["loss"] += float(loss.detach())
