@@ -476,6 +476,8 @@ class GRPOTrainer:
             Row ``j`` of prompt ``i`` samples from a stream seeded by ``(seed, i, j)``: two models (or two
             checkpoints) are compared on the same draws, and the numbers do not depend on the number of processes,
             which evaluate contiguous shares of the prompts.
+
+        Under several processes every process must call it (the rewards are gathered); each gets the result.
         """
         import numpy as np
 
