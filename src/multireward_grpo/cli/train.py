@@ -125,7 +125,8 @@ def run_train(args: argparse.Namespace) -> int:
     # a model that will not load raises ModelLoadError, one line
     trainer = GRPOTrainer(config, reward, prompts, eval_prompts=eval_prompts)
     history = trainer.train()
-    if not trainer.processes.is_main:  # under accelerate launch / torchrun the main process reports and plots
+    processes = getattr(trainer, "processes", None)
+    if processes is not None and not processes.is_main:  # under several processes the main one reports and plots
         return 0
     print(f"done: {len(history)} steps, adapter in {Path(config.out_dir) / 'final'}")
     print(trend_summary(history, reward.channel_names))
