@@ -177,6 +177,20 @@ def make_job(workload: str, impl: str, *, device: str, dtype: str, prompts: list
     return job
 
 
+def _timed_run(workload: str, impl: str, args, common: dict, workdir: Path) -> dict:
+    w = GPU_WORKLOADS[workload]
+    job = make_job(workload, impl, steps=args.gpu_steps, ours_options=args.ours_options if impl == "ours" else None,
+                   **common)
+    print(f"[gpu] {workload} {impl}: {args.gpu_steps} steps of P={w['P']} x m={w['m']} x {w['max_new_tokens']} "
+          "tokens ...", flush=True)
+    started = time.perf_counter()
+    res = run_job(job, workdir, args.gpu_timeout)
+    res |= {"workload": workload, "impl": impl, "wall_s": time.perf_counter() - started}
+    if "error" in res:
+        print(f"[gpu] {workload} {impl}: FAILED {res['error']}", flush=True)
+    return res
+
+
 def summarize(run: dict, *, peak: float | None, kl: bool) -> dict:
     """Medians over the timed intervals: step s, generation tokens/s, training tokens/s, update MFU."""
     gens = run["generation_per_step"][1:]  # the generation of the steps that end a timed interval
@@ -275,40 +289,40 @@ def main(args, settings: dict) -> int:
         print(f"[gpu] TRL unavailable ({trl_missing}): ours only", flush=True)
     micro = args.gpu_micro or (4 if args.tiny else GPU_SETTINGS["micro_batch"])
     runs, summaries, profiles = [], {}, {}
+    meta = info | {"settings": settings, "micro_batch": micro, "dtype": dtype, "steps": args.gpu_steps,
+                   "workloads": {w: GPU_WORKLOADS[w] for w in workloads}, "ours_options": args.ours_options,
+                   "trl_missing": trl_missing, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+    def save() -> dict:  # after every run, so a run stopped by a time limit keeps what it measured
+        results = {"meta": meta, "runs": runs,
+                   "summaries": [{"workload": w, "impl": i, **s} for (w, i), s in summaries.items()],
+                   "targets": gpu_targets(summaries), "profiles": profiles}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+        return results
+
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mrgrpo-gpu-bench-") as tmp:
         for workload in workloads:
-            w = GPU_WORKLOADS[workload]
-            prompts = gpu_prompts(tok, w["P"], w["prompt_tokens"])
+            prompts = gpu_prompts(tok, GPU_WORKLOADS[workload]["P"], GPU_WORKLOADS[workload]["prompt_tokens"])
+            common = dict(device=device, dtype=dtype, prompts=prompts, out_dir=Path(tmp), settings=settings,
+                          micro_batch=micro)
             for impl in impls:
-                job = make_job(workload, impl, device=device, dtype=dtype, prompts=prompts, steps=args.gpu_steps,
-                               out_dir=Path(tmp), settings=settings, micro_batch=micro,
-                               ours_options=args.ours_options if impl == "ours" else None)
-                print(f"[gpu] {workload} {impl}: {args.gpu_steps} steps of P={w['P']} x m={w['m']} x "
-                      f"{w['max_new_tokens']} tokens ...", flush=True)
-                started = time.perf_counter()
-                res = run_job(job, Path(tmp), args.gpu_timeout) | {"workload": workload, "impl": impl,
-                                                                   "wall_s": time.perf_counter() - started}
+                res = _timed_run(workload, impl, args, common, Path(tmp))
                 runs.append(res)
-                if "error" in res:
-                    print(f"[gpu] {workload} {impl}: FAILED {res['error']}", flush=True)
-                    continue
-                summaries[workload, impl] = summarize(res, peak=info.get("peak_bf16_flops"),
-                                                      kl=settings["kl_coef"] > 0)
-                print(f"[gpu] {workload} {impl}: step {summaries[workload, impl]['step_s']:.2f} s "
-                      f"({res['wall_s']:.0f} s wall)", flush=True)
-            if args.profile_dir:
-                job = make_job(workload, "ours", device=device, dtype=dtype, prompts=prompts, steps=2,
-                               out_dir=Path(tmp), settings=settings, micro_batch=micro,
-                               ours_options=args.ours_options, profile_dir=Path(args.profile_dir) / workload)
+                if "error" not in res:
+                    summaries[workload, impl] = summarize(res, peak=info.get("peak_bf16_flops"),
+                                                          kl=settings["kl_coef"] > 0)
+                    print(f"[gpu] {workload} {impl}: step {summaries[workload, impl]['step_s']:.2f} s "
+                          f"({res['wall_s']:.0f} s wall)", flush=True)
+                save()
+            if args.profile_dir and workload == workloads[-1]:
+                job = make_job(workload, "ours", steps=2, ours_options=args.ours_options,
+                               profile_dir=Path(args.profile_dir) / workload, **common)
                 print(f"[gpu] {workload} ours: profiling one step into {job['profile_dir']} ...", flush=True)
                 profiles[workload] = run_job(job, Path(tmp), args.gpu_timeout)
-    results = {"meta": info | {"settings": settings, "micro_batch": micro, "dtype": dtype, "steps": args.gpu_steps,
-                               "workloads": {w: GPU_WORKLOADS[w] for w in workloads}, "ours_options": args.ours_options,
-                               "trl_missing": trl_missing, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")},
-               "runs": runs, "summaries": [{"workload": w, "impl": i, **s} for (w, i), s in summaries.items()],
-               "targets": gpu_targets(summaries), "profiles": profiles}
+    results = save()
     print(f"\nGPU section: {info['device_name']}, {dtype}, torch {info['torch']}, transformers {info['transformers']}, "
           f"peft {info['peft']}, trl {info['trl']}, ours {info['multireward-grpo']}\n")
     print_rows(table(runs, summaries))
@@ -319,7 +333,5 @@ def main(args, settings: dict) -> int:
         phases = (prof.get("profile") or {}).get("phases_s")
         print(f"\nprofile of one step of ours ({workload}): " +
               (", ".join(f"{k} {v:.2f} s" for k, v in phases.items()) if phases else prof.get("error", "none")))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
     print(f"\nraw numbers: {args.json}")
     return 1 if any(r["impl"] == "ours" and "error" in r for r in runs) else 0
