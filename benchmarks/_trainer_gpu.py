@@ -93,16 +93,19 @@ def update_flops(shape: dict, *, sequences: int, prompt_tokens: int, new_tokens:
 
 
 def gpu_prompts(tokenizer, n: int, target_tokens: int, *, seed: int = 0) -> list[str]:
-    """``n`` user messages of ``target_tokens`` +- 10% tokens each, of pseudo-English words (deterministic)."""
+    """``n`` user messages of ``target_tokens`` +- 10% tokens each (the message text alone), English words.
+
+    Deterministic for a given ``seed``; lengths differ between prompts, so batches are left-padded.
+    """
     import _trainer_models
 
     rng = random.Random(seed)
     prompts = []
     for _ in range(n):
         goal = round(target_tokens * rng.uniform(0.9, 1.1))
-        words = []
+        words: list[str] = []
         while len(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"]) < goal:
-            words.extend(rng.choice(_trainer_models.ENGLISH) for _ in range(8))
+            words.append(rng.choice(_trainer_models.ENGLISH))
         prompts.append(" ".join(words))
     return prompts
 
@@ -306,8 +309,8 @@ def main(args, settings: dict) -> int:
     with tempfile.TemporaryDirectory(prefix="mrgrpo-gpu-bench-") as tmp:
         for workload in workloads:
             prompts = gpu_prompts(tok, GPU_WORKLOADS[workload]["P"], GPU_WORKLOADS[workload]["prompt_tokens"])
-            common = dict(device=device, dtype=dtype, prompts=prompts, out_dir=Path(tmp), settings=settings,
-                          micro_batch=micro)
+            common = {"device": device, "dtype": dtype, "prompts": prompts, "out_dir": Path(tmp),
+                      "settings": settings, "micro_batch": micro}
             for impl in impls:
                 res = _timed_run(workload, impl, args, common, Path(tmp))
                 runs.append(res)

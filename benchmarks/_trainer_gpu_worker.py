@@ -67,18 +67,28 @@ class GenerateTimer:
                                int(sequences.shape[0] * (sequences.shape[1] - width))))
             return out
 
+        self._restore = lambda: setattr(GenerationMixin, "generate", original)
         GenerationMixin.generate = timed
 
-    def per_step(self, reward_starts: list[float]) -> list[dict]:
-        """Generation totals of the generate calls before each reward call (after the previous one)."""
-        out, prev = [], float("-inf")
-        for t in reward_starts:
-            calls = [c for c in self.calls if prev <= c[0] < t]
-            out.append({"gen_s": sum(c[1] - c[0] for c in calls), "rows": sum(c[2] for c in calls),
-                        "prompt_tokens": sum(c[3] for c in calls), "new_tokens": sum(c[4] for c in calls),
-                        "calls": len(calls)})
-            prev = t
-        return out
+    def restore(self) -> None:
+        """Put the original ``generate`` back."""
+        self._restore()
+
+
+def split_by_step(calls: list[tuple], reward_starts: list[float]) -> list[dict]:
+    """Totals of the generate ``calls`` made before each reward call (and after the previous one).
+
+    ``calls`` are ``(start, end, rows, prompt_tokens, new_tokens)``; entry k
+    of the result is step k's generation.
+    """
+    out, prev = [], float("-inf")
+    for t in reward_starts:
+        step = [c for c in calls if prev <= c[0] < t]
+        out.append({"gen_s": sum(c[1] - c[0] for c in step), "rows": sum(c[2] for c in step),
+                    "prompt_tokens": sum(c[3] for c in step), "new_tokens": sum(c[4] for c in step),
+                    "calls": len(step)})
+        prev = t
+    return out
 
 
 def build_model(job: dict, tokenizer):
@@ -166,7 +176,6 @@ def _versions(impl: str) -> dict:
 
 def profile_ours(trainer, job: dict) -> dict:
     """One warm-up step, then one step under torch.profiler; writes the tables to ``job["profile_dir"]``."""
-    import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     device = job["device"]
@@ -206,16 +215,26 @@ def profile_ours(trainer, job: dict) -> dict:
 
 
 def run(job: dict) -> dict:
+    """Build the model and the trainer of ``job``, train (or profile), and return what was measured."""
+    import torch
+
+    torch.manual_seed(job["seed"])
+    out = {"impl": job["impl"], "versions": _versions(job["impl"])}
+    tokenizer = base._load_tokenizer(job["tokenizer"])
+    rec = base.RewardRecorder(tokenizer)
+    timer = GenerateTimer(job["device"])
+    try:
+        return _run(job, out, tokenizer, rec, timer)
+    finally:
+        timer.restore()
+
+
+def _run(job: dict, out: dict, tokenizer, rec, timer) -> dict:
     import statistics
 
     import torch
 
-    torch.manual_seed(job["seed"])
     device = job["device"]
-    out = {"impl": job["impl"], "versions": _versions(job["impl"])}
-    tokenizer = base._load_tokenizer(job["tokenizer"])
-    rec = base.RewardRecorder(tokenizer)
-    timer = GenerateTimer(device)
     t0 = time.perf_counter()
     model = build_model(job, tokenizer)
     out["model"] = model_shape(model)
@@ -233,10 +252,9 @@ def run(job: dict) -> dict:
     out |= rec.summary(job["n_steps"])
     if "error" in out:
         return out
-    per = rec_calls_per_step = len(rec.times) // job["n_steps"]
-    starts = rec.times[::per]
-    steps = timer.per_step(starts)
-    out["calls_per_step"] = rec_calls_per_step
+    per = len(rec.times) // job["n_steps"]
+    steps = split_by_step(timer.calls, rec.times[::per])
+    out["reward_calls_per_step"] = per
     out["generation_per_step"] = steps  # step k's generation ran before its first reward call
     # Interval k (reward call k -> k+1) = update of step k + generation of step k + 1.
     out["gen_s_per_interval"] = [s["gen_s"] for s in steps[1:]]

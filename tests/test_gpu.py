@@ -22,16 +22,17 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from multireward_grpo import GRPOTrainer  # noqa: E402
-from multireward_grpo.train.losses import LossDenominators  # noqa: E402
-from multireward_grpo.train.rollout import (  # noqa: E402
+from tiny_lm import make_model, make_tokenizer
+from trainer_helpers import PROMPTS, e_reward, tiny_config
+
+from multireward_grpo import GRPOTrainer
+from multireward_grpo.train.losses import LossDenominators
+from multireward_grpo.train.rollout import (
     normalize_prompt,
     render_prompts,
     sample_completions,
     token_logprobs,
 )
-from tiny_lm import make_model, make_tokenizer  # noqa: E402
-from trainer_helpers import PROMPTS, e_reward, tiny_config  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
