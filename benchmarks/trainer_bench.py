@@ -8,6 +8,11 @@ and the peak RSS of each, their ratios, and whether the targets are met. Run
 ``python benchmarks/trainer_bench.py --help`` for the flags and see the
 trainer section of benchmarks/README.md for what is measured.
 
+``--gpu`` runs the GPU section instead (``_trainer_gpu.py``): ours vs TRL on
+random-weight Qwen2.5-0.5B and 1.5B architectures in bfloat16 on CUDA, with
+step time, generation and training tokens/s, the update's model FLOPs
+utilization and the peak GPU memory; ``--tiny`` runs its code path on CPU.
+
 Exit status: 0 when every run of ours succeeded (a peer that cannot be
 installed or fails is reported and skipped), 1 when a run of ours failed,
 2 when this checkout's package cannot be imported.
