@@ -13,6 +13,7 @@ GPU run reports the figures it saw, not only pass/fail.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -49,41 +50,52 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    """Absolute tolerances of one (device, dtype).
+    """Tolerances of one (device, dtype).
 
     logprob : shared prompt cache vs full pass, per completion token (nats).
     grad_rel : micro-batched vs one-pass gradients, max |difference| / max |gradient| per tensor.
     resume_rel : resumed vs uninterrupted LoRA weights, max |difference| / max |movement over the run|.
+    logprob_rounding, grad_rounding : in a low-precision dtype, the log-prob and gradient checks also allow
+        this multiple of the difference between that dtype and float32 on the same inputs (what the dtype's
+        own rounding moves them by).
     """
 
     logprob: float
     grad_rel: float
     resume_rel: float
+    logprob_rounding: float = 0.0
+    grad_rounding: float = 0.0
 
 
-# Seen on CPU (2 cores, torch 2.13): float32 log-probs within 3e-6 nats, gradients within 2e-6 (relative),
-# resume bitwise; bfloat16 log-probs equal, gradients within 8e-3 (relative: the loss pass runs in bf16 with
-# different batch shapes), resume bitwise. The bfloat16 log-prob tolerance is two bf16 ulps of a logit near 8
-# (2 * 2**-8 * 8), still far below the ~1-nat spread of the log-probs themselves. On CUDA the attention kernels
-# (SDPA flash / memory-efficient) and cuBLAS reorder sums by batch shape, and float32 matmuls do not use TF32 by
-# default; resume is not required to be bitwise there: within 1% of the distance the weights travelled over the
-# run. The CUDA figures are provisional until a GPU run records them (junit properties of these tests).
+# Seen on CPU (2 cores, torch 2.13): float32 log-probs within 3e-6 nats, gradients within 7e-6 (relative),
+# resume bitwise; bfloat16 log-probs equal, gradients within 1.5e-2 (relative: the loss pass runs in bf16 with
+# different batch shapes), resume bitwise. bfloat16 itself moves the log-probs by 0.2-0.35 nats and the
+# gradients by 11-14% (relative) from float32. On CUDA the attention kernels (SDPA flash / memory-efficient)
+# and cuBLAS pick their reduction order by batch shape, so two bf16 orderings may differ by a good part of
+# that: bf16 is judged against its own rounding (all of it for log-probs, half of it for gradients), while a
+# real defect (a wrong position, a micro-batch normalized by its own size) moves log-probs by nats and
+# gradients by a factor of about 2. float32 matmuls do not use TF32 by default. Resume is not required to be
+# bitwise on CUDA: within 1% of the distance the weights travelled over the run. The CUDA figures are
+# provisional until a GPU run records them (junit properties of these tests).
 TOLERANCES = {
     ("cpu", "float32"): Tolerance(logprob=2e-5, grad_rel=1e-5, resume_rel=0.0),
-    ("cpu", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=2e-2, resume_rel=0.0),
+    ("cpu", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=0.0, logprob_rounding=1.0,
+                                   grad_rounding=0.5),
     ("cuda", "float32"): Tolerance(logprob=2e-4, grad_rel=1e-4, resume_rel=1e-2),
-    ("cuda", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=1e-2),
+    ("cuda", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=1e-2, logprob_rounding=1.0,
+                                    grad_rounding=0.5),
 }
 
 MODELS = {
     "tiny": {},  # tiny_lm.make_model: 2-layer Llama, hidden 32
     # A small Qwen2 (grouped-query attention, q/k/v biases, tied embeddings), random weights, nothing downloaded.
+    # init 0.1: logits spread enough to be learnable, small enough that bf16 rounding stays well below it.
     "qwen2-small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
-                    "intermediate_size": 704},
+                    "intermediate_size": 704, "init_range": 0.1},
 }
 
 CPU_TARGETS = [Target("cpu", "float32", "tiny"), Target("cpu", "bfloat16", "tiny"),
-               Target("cpu", "float32", "qwen2-small")]
+               Target("cpu", "float32", "qwen2-small"), Target("cpu", "bfloat16", "qwen2-small")]
 CUDA_TARGETS = [Target("cuda", dtype, model) for model in MODELS for dtype in ("bfloat16", "float32")]
 TARGETS = [pytest.param(t, id=str(t)) for t in CPU_TARGETS] + \
           [pytest.param(t, id=str(t), marks=pytest.mark.gpu) for t in CUDA_TARGETS]
@@ -187,15 +199,22 @@ def test_shared_prompt_cache_equals_the_full_pass(target, tokenizer, record_prop
     rollouts = _rollouts(model, tokenizer)
     assert rollouts.prompt_mask.sum(1).min() < rollouts.prompt_mask.shape[1]  # some rows are left-padded
     mask = rollouts.completion_mask.bool()
+    kw = {"micro_batch_size": 5, "temperature": 0.7}
     with torch.no_grad():
-        full = token_logprobs(model, rollouts, micro_batch_size=5, temperature=0.7, share_prompt=False)[mask]
-        shared = token_logprobs(model, rollouts, micro_batch_size=5, temperature=0.7)[mask]
+        full = token_logprobs(model, rollouts, share_prompt=False, **kw)[mask]
+        shared = token_logprobs(model, rollouts, **kw)[mask]
+        rounding = 0.0
+        if tol.logprob_rounding:
+            full32 = token_logprobs(copy.deepcopy(model).float(), rollouts, share_prompt=False, **kw)[mask]
+            rounding = float((full - full32).abs().max())
     diff = float((shared - full).abs().max())
+    allowed = max(tol.logprob, tol.logprob_rounding * rounding)
     record_property("logprob_max_abs_diff", diff)
+    record_property("logprob_dtype_rounding", rounding)
     assert bool(torch.isfinite(full).all())
-    assert diff <= tol.logprob, f"shared vs full log-probs differ by {diff:.3g} > {tol.logprob:g} nats"
-    # The tolerance must be far below what separates different tokens, or the check would be empty.
-    assert float(full.std()) > 20 * tol.logprob
+    assert diff <= allowed, f"shared vs full log-probs differ by {diff:.3g} > {allowed:g} nats"
+    # The allowance must be far below what separates different tokens, or the check would be empty.
+    assert float(full.std()) > 5 * allowed
 
 
 # --------------------------------------------------------------------------- micro-batching
@@ -210,6 +229,11 @@ def _gradients(trainer, rollouts, advantages, ref, micro_batch_size: int) -> dic
     return {n: p.grad.float().cpu().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
 
 
+def _max_rel(a: dict, b: dict) -> float:
+    """max over tensors of max |a - b| / max |b|."""
+    return max(float((a[name] - g).abs().max() / g.abs().max()) for name, g in b.items())
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_micro_batching_gives_the_one_pass_gradient(target, tokenizer, tmp_path, record_property):
     _skip_unsupported(target)
@@ -221,14 +245,17 @@ def test_micro_batching_gives_the_one_pass_gradient(target, tokenizer, tmp_path,
     ref = trainer._reference_logprobs(rollouts)
     one_pass = _gradients(trainer, rollouts, advantages, ref, len(rollouts))
     assert one_pass and all(g.abs().max() > 0 for g in one_pass.values())
-    worst = 0.0
-    for size in (1, 5, 7):
-        micro = _gradients(trainer, rollouts, advantages, ref, size)
-        for name, g in one_pass.items():
-            rel = float((micro[name] - g).abs().max() / g.abs().max())
-            worst = max(worst, rel)
-            assert rel <= tol.grad_rel, f"micro_batch_size={size}: {name} differs by {rel:.3g} (relative)"
-    record_property("grad_max_rel_diff", worst)
+    worst = {size: _max_rel(_gradients(trainer, rollouts, advantages, ref, size), one_pass) for size in (1, 5, 7)}
+    rounding = 0.0
+    if tol.grad_rounding:  # last: this turns the trainer's model into float32
+        trainer.model.float()
+        rounding = _max_rel(one_pass, _gradients(trainer, rollouts, advantages, ref, len(rollouts)))
+    allowed = max(tol.grad_rel, tol.grad_rounding * rounding)
+    record_property("grad_max_rel_diff", max(worst.values()))
+    record_property("grad_dtype_rounding", rounding)
+    for size, rel in worst.items():
+        assert rel <= allowed, f"micro_batch_size={size}: gradients differ by {rel:.3g} > {allowed:g} (relative)"
+    assert allowed <= 0.1  # a micro-batch normalized by its own size would move gradients by a factor of ~2
 
 
 # --------------------------------------------------------------------------- resume
