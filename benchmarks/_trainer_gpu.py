@@ -123,7 +123,7 @@ def ensure_tokenizer(log=print) -> Path:
 
 def run_job(job: dict, workdir: Path, timeout: float) -> dict:
     """One worker process (this interpreter, environment kept: ours and TRL are both installed here)."""
-    tag = f"{job['workload']}-{job['impl']}" + ("-profile" if job.get("profile_dir") else "")
+    tag = f"{job['workload']}-{job['impl']}"
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_path.write_text(json.dumps(job))
     env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
@@ -180,10 +180,10 @@ def make_job(workload: str, impl: str, *, device: str, dtype: str, prompts: list
     return job
 
 
-def _timed_run(workload: str, impl: str, args, common: dict, workdir: Path) -> dict:
+def _timed_run(workload: str, impl: str, args, common: dict, workdir: Path, profile_dir: Path | None) -> dict:
     w = GPU_WORKLOADS[workload]
     job = make_job(workload, impl, steps=args.gpu_steps, ours_options=args.ours_options if impl == "ours" else None,
-                   **common)
+                   profile_dir=profile_dir, **common)
     print(f"[gpu] {workload} {impl}: {args.gpu_steps} steps of P={w['P']} x m={w['m']} x {w['max_new_tokens']} "
           "tokens ...", flush=True)
     started = time.perf_counter()
@@ -265,38 +265,86 @@ def print_rows(rows: list[list[str]]) -> None:
         print("| " + " | ".join(r) + " |")
 
 
-def main(args, settings: dict) -> int:
-    """Run the GPU section (or its ``--tiny`` CPU smoke test); writes ``args.json``; 1 when a run of ours failed."""
+def _device(args) -> str | None:
+    """The device of the run, or None (after saying why) when it cannot run here."""
     import torch
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         print("--device cuda but torch.cuda.is_available() is False", file=sys.stderr)
-        return 2
+        return None
     if device == "cpu" and not args.tiny:
         print("the GPU section needs CUDA (torch.cuda.is_available() is False); --tiny runs its code path on CPU "
               "with a 2-layer model", file=sys.stderr)
+        return None
+    return device
+
+
+def _run_all(args, settings: dict, meta: dict, impls: list[str], save) -> tuple[list, dict, dict]:
+    """Every (workload, trainer) run in order; ``save(runs, summaries, profiles)`` after each."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ensure_tokenizer())
+    workloads = list(meta["workloads"])
+    runs, summaries, profiles = [], {}, {}
+    with tempfile.TemporaryDirectory(prefix="mrgrpo-gpu-bench-") as tmp:
+        for workload in workloads:
+            prompts = gpu_prompts(tok, GPU_WORKLOADS[workload]["P"], GPU_WORKLOADS[workload]["prompt_tokens"])
+            common = {"device": meta["device"], "dtype": meta["dtype"], "prompts": prompts, "out_dir": Path(tmp),
+                      "settings": settings, "micro_batch": meta["micro_batch"]}
+            for impl in impls:
+                profile = args.profile_dir is not None and impl == "ours" and workload == workloads[-1]
+                res = _timed_run(workload, impl, args, common, Path(tmp),
+                                 profile_dir=Path(args.profile_dir) / workload if profile else None)
+                runs.append(res)
+                if "error" not in res:
+                    summaries[workload, impl] = summarize(res, peak=meta.get("peak_bf16_flops"),
+                                                          kl=settings["kl_coef"] > 0)
+                    print(f"[gpu] {workload} {impl}: step {summaries[workload, impl]['step_s']:.2f} s "
+                          f"({res['wall_s']:.0f} s wall)", flush=True)
+                    if res.get("profile"):
+                        profiles[workload] = res["profile"]
+                save(runs, summaries, profiles)
+    return runs, summaries, profiles
+
+
+def _print_report(results: dict, summaries: dict) -> None:
+    meta = results["meta"]
+    print(f"\nGPU section: {meta['device_name']}, {meta['dtype']}, torch {meta['torch']}, transformers "
+          f"{meta['transformers']}, peft {meta['peft']}, trl {meta['trl']}, ours {meta['multireward-grpo']}\n")
+    print_rows(table(results["runs"], summaries))
+    print("\nTargets:")
+    for t in results["targets"]:
+        print(f"  {t['status']:<6} {t['name']}: {t['detail']}")
+    for workload, prof in results["profiles"].items():
+        phases = prof.get("phases_s") or {}
+        print(f"\nours' last step ({workload}), seconds per phase: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()))
+
+
+def main(args, settings: dict) -> int:
+    """Run the GPU section (or its ``--tiny`` smoke test); writes ``args.json``. 0 ok, 1 a run of ours failed,
+    2 no CUDA (without ``--tiny``)."""
+    device = _device(args)
+    if device is None:
         return 2
-    dtype = "float32" if device == "cpu" else GPU_SETTINGS["dtype"]
-    workloads = ["tiny"] if args.tiny else args.gpu_sizes
     info = device_info(device)
     print(f"[gpu] device {info['device_name']}, torch {info['torch']}, transformers {info['transformers']}, "
           f"peft {info['peft']}, trl {info['trl']}, ours {info['multireward-grpo']}", flush=True)
-    ensure_tokenizer()
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
     trl_missing = None if args.skip_trl else trl_available()
-    impls = ["ours"] + ([] if args.skip_trl or trl_missing else ["trl"])
     if trl_missing:
         print(f"[gpu] TRL unavailable ({trl_missing}): ours only", flush=True)
-    micro = args.gpu_micro or (4 if args.tiny else GPU_SETTINGS["micro_batch"])
-    runs, summaries, profiles = [], {}, {}
-    meta = info | {"settings": settings, "micro_batch": micro, "dtype": dtype, "steps": args.gpu_steps,
-                   "workloads": {w: GPU_WORKLOADS[w] for w in workloads}, "ours_options": args.ours_options,
-                   "trl_missing": trl_missing, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    impls = ["ours"] + ([] if args.skip_trl or trl_missing else ["trl"])
+    workloads = ["tiny"] if args.tiny else args.gpu_sizes
+    meta = info | {"settings": settings, "dtype": "float32" if device == "cpu" else GPU_SETTINGS["dtype"],
+                   "micro_batch": args.gpu_micro or (4 if args.tiny else GPU_SETTINGS["micro_batch"]),
+                   "steps": args.gpu_steps, "workloads": {w: GPU_WORKLOADS[w] for w in workloads},
+                   "ours_options": args.ours_options, "trl_missing": trl_missing,
+                   "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
-    def save() -> dict:  # after every run, so a run stopped by a time limit keeps what it measured
+    def save(runs, summaries, profiles) -> dict:  # after every run: a run stopped by a time limit keeps the rest
         results = {"meta": meta, "runs": runs,
                    "summaries": [{"workload": w, "impl": i, **s} for (w, i), s in summaries.items()],
                    "targets": gpu_targets(summaries), "profiles": profiles}
@@ -304,37 +352,7 @@ def main(args, settings: dict) -> int:
         args.json.write_text(json.dumps(results, indent=2))
         return results
 
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mrgrpo-gpu-bench-") as tmp:
-        for workload in workloads:
-            prompts = gpu_prompts(tok, GPU_WORKLOADS[workload]["P"], GPU_WORKLOADS[workload]["prompt_tokens"])
-            common = {"device": device, "dtype": dtype, "prompts": prompts, "out_dir": Path(tmp),
-                      "settings": settings, "micro_batch": micro}
-            for impl in impls:
-                res = _timed_run(workload, impl, args, common, Path(tmp))
-                runs.append(res)
-                if "error" not in res:
-                    summaries[workload, impl] = summarize(res, peak=info.get("peak_bf16_flops"),
-                                                          kl=settings["kl_coef"] > 0)
-                    print(f"[gpu] {workload} {impl}: step {summaries[workload, impl]['step_s']:.2f} s "
-                          f"({res['wall_s']:.0f} s wall)", flush=True)
-                save()
-            if args.profile_dir and workload == workloads[-1]:
-                job = make_job(workload, "ours", steps=2, ours_options=args.ours_options,
-                               profile_dir=Path(args.profile_dir) / workload, **common)
-                print(f"[gpu] {workload} ours: profiling one step into {job['profile_dir']} ...", flush=True)
-                profiles[workload] = run_job(job, Path(tmp), args.gpu_timeout)
-    results = save()
-    print(f"\nGPU section: {info['device_name']}, {dtype}, torch {info['torch']}, transformers {info['transformers']}, "
-          f"peft {info['peft']}, trl {info['trl']}, ours {info['multireward-grpo']}\n")
-    print_rows(table(runs, summaries))
-    print("\nTargets:")
-    for t in results["targets"]:
-        print(f"  {t['status']:<6} {t['name']}: {t['detail']}")
-    for workload, prof in profiles.items():
-        phases = (prof.get("profile") or {}).get("phases_s")
-        print(f"\nprofile of one step of ours ({workload}): " +
-              (", ".join(f"{k} {v:.2f} s" for k, v in phases.items()) if phases else prof.get("error", "none")))
+    runs, summaries, profiles = _run_all(args, settings, meta, impls, save)
+    _print_report(save(runs, summaries, profiles), summaries)
     print(f"\nraw numbers: {args.json}")
     return 1 if any(r["impl"] == "ours" and "error" in r for r in runs) else 0

@@ -18,11 +18,11 @@ settings, and are measured from the outside the same way:
 * **peak memory**: ``torch.cuda.max_memory_allocated`` over the whole run,
   and the allocation after the model was built.
 
-With ``profile_dir`` set (ours only), the run instead takes one warm-up step
-and then profiles one step with ``torch.profiler``: the top operators table
-goes to ``profile_ops.txt`` and the wall time of each phase of the step
-(generation, scoring, reference pass, loss forward/backward, optimizer) to
-``profile_phases.json``.
+With ``profile_dir`` set (ours only), the last step, which no timed interval
+covers, is profiled (``LastStepProfile``): the top operators of its update
+under ``torch.profiler`` go to ``profile_ops.txt`` and the wall time of each
+phase of the step (generation, scoring, reference pass, loss forward/backward,
+optimizer) to ``profile_phases.json``.
 """
 
 from __future__ import annotations
@@ -174,44 +174,67 @@ def _versions(impl: str) -> dict:
     return out
 
 
-def profile_ours(trainer, job: dict) -> dict:
-    """One warm-up step, then one step under torch.profiler; writes the tables to ``job["profile_dir"]``."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+class LastStepProfile:
+    """Times the phases of ours' last step and runs its update under ``torch.profiler``.
 
-    device = job["device"]
-    phases: dict[str, float] = {}
+    The last step's update comes after the last timed interval (which ends
+    at that step's first reward call), so profiling it costs the timed steps
+    nothing. Phases: generation, scoring, reference pass, loss forward and
+    backward, optimizer (wall seconds, CUDA synchronized at each boundary).
+    """
 
-    def timed(name, fn):
+    PHASES = (("generation", "_sample"), ("scoring", "_score"), ("reference_pass", "_reference_logprobs"),
+              ("loss_forward_backward", "_accumulate_gradients"))
+
+    def __init__(self, trainer, job: dict):
+        self.trainer, self.job, self.phases, self.table = trainer, job, {}, None
+        for name, attr in self.PHASES:
+            setattr(trainer, attr, self._timed(name, getattr(trainer, attr)))
+        trainer.optimizer.step = self._timed("optimizer", trainer.optimizer.step)
+        trainer._update = self._profiled(trainer._update)
+
+    def _last(self) -> bool:
+        return self.trainer.step == self.job["n_steps"]
+
+    def _timed(self, name, fn):
         def wrapper(*args, **kwargs):
-            _sync(device)
+            if not self._last():
+                return fn(*args, **kwargs)
+            _sync(self.job["device"])
             start = time.perf_counter()
-            with record_function(f"phase:{name}"):
-                out = fn(*args, **kwargs)
-            _sync(device)
-            phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+            out = fn(*args, **kwargs)
+            _sync(self.job["device"])
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
             return out
         return wrapper
 
-    trainer.train_step()  # warm-up (kernel selection, allocator)
-    for name, attr in (("generation", "_sample"), ("scoring", "_score"), ("reference_pass", "_reference_logprobs"),
-                       ("loss_forward_backward", "_accumulate_gradients")):
-        setattr(trainer, attr, timed(name, getattr(trainer, attr)))
-    trainer.optimizer.step = timed("optimizer", trainer.optimizer.step)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    _sync(device)
-    start = time.perf_counter()
-    with profile(activities=activities, record_shapes=False) as prof:
-        trainer.train_step()
-        _sync(device)
-    step_s = time.perf_counter() - start
-    folder = Path(job["profile_dir"])
-    folder.mkdir(parents=True, exist_ok=True)
-    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-    (folder / "profile_ops.txt").write_text(prof.key_averages().table(sort_by=sort, row_limit=40))
-    phases["other"] = step_s - sum(phases.values())
-    result = {"step_s_under_profiler": step_s, "phases_s": phases, "sorted_by": sort}
-    (folder / "profile_phases.json").write_text(json.dumps(result, indent=2))
-    return result
+    def _profiled(self, fn):
+        def wrapper(*args, **kwargs):
+            if not self._last():
+                return fn(*args, **kwargs)
+            from torch.profiler import ProfilerActivity, profile
+
+            on_gpu = self.job["device"].startswith("cuda")
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+            with profile(activities=activities) as prof:
+                out = fn(*args, **kwargs)
+                _sync(self.job["device"])
+            sort = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+            self.table = (f"torch.profiler: the update of step {self.trainer.step} (reference pass, loss forward "
+                          f"and backward, optimizer), sorted by {sort}\n"
+                          + prof.key_averages().table(sort_by=sort, row_limit=40))
+            return out
+        return wrapper
+
+    def write(self) -> dict:
+        """``profile_ops.txt`` and ``profile_phases.json`` in ``job["profile_dir"]``; returns the phases."""
+        folder = Path(self.job["profile_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.table:
+            (folder / "profile_ops.txt").write_text(self.table)
+        result = {"step": self.job["n_steps"], "phases_s": self.phases}
+        (folder / "profile_phases.json").write_text(json.dumps(result, indent=2))
+        return result
 
 
 def run(job: dict) -> dict:
@@ -243,12 +266,12 @@ def _run(job: dict, out: dict, tokenizer, rec, timer) -> dict:
         out["memory_after_model_mb"] = torch.cuda.memory_allocated() / 2**20
     build = {"ours": build_ours, "trl": build_trl}[job["impl"]]
     trainer = build(job, rec, model, tokenizer)
-    if job.get("profile_dir"):
-        out["profile"] = profile_ours(trainer, job)
-        return out
+    profiler = LastStepProfile(trainer, job) if job.get("profile_dir") and job["impl"] == "ours" else None
     t0 = time.perf_counter()
     trainer.train()
     out["train_s"] = time.perf_counter() - t0
+    if profiler is not None:
+        out["profile"] = profiler.write()
     out |= rec.summary(job["n_steps"])
     if "error" in out:
         return out

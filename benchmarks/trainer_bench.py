@@ -166,8 +166,9 @@ def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-timeout", type=float, default=600, metavar="SECONDS",
                    help="limit of one GPU run (default 600)")
     g.add_argument("--profile-dir", type=Path, default=None, metavar="DIR",
-                   help="also profile one step of ours per workload with torch.profiler: DIR/<workload>/"
-                        "profile_ops.txt (top operators) and profile_phases.json (seconds per phase)")
+                   help="profile ours' last step (which no timed interval covers) on the last workload: "
+                        "DIR/<workload>/profile_ops.txt (top operators of its update, torch.profiler) and "
+                        "profile_phases.json (seconds per phase of the step)")
 
 
 def _gpu_sizes(text: str) -> list[str]:
