@@ -26,7 +26,7 @@ set -u -o pipefail
 
 DRY=0
 if [[ "${1:-}" == "--dry-run" || "${GPU_RUN_DRY:-0}" == "1" ]]; then DRY=1; fi
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
