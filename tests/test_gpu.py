@@ -1,8 +1,8 @@
 """The trainer on an accelerator: finite losses, prompt sharing, micro-batching and resume, per device and dtype.
 
 Every test body runs on a list of targets (device, dtype, model). On CPU the
-targets are the tiny random Llama in float32 and bfloat16 and a small random
-Qwen2 in float32, so the bodies run in the default suite. The CUDA targets
+targets are the tiny random Llama and a small random Qwen2, each in float32
+and bfloat16, so the bodies run in the default suite. The CUDA targets
 (bfloat16 and float32 of both models) are the ``gpu`` tier: deselected unless
 ``--run-gpu`` (or ``-m gpu``) is given, and skipped when CUDA is not available.
 
