@@ -19,8 +19,8 @@
 #      like TRL) on 1.5b (75 s) -> trainer_gpu_variant.json, trainer_gpu_variant.txt
 #
 # The GPU machine has Python 3.12, torch, transformers, peft and accelerate but no internet and no TRL. Build
-# the wheels here first (benchmarks/gpu_wheels.sh) and carry benchmarks/.wheels and benchmarks/.models (the
-# benchmark tokenizer) with the run. Exit status: 0 when every stage passed, 1 when one failed (a test
+# the wheels here first (benchmarks/gpu_wheels.sh) and carry benchmarks/.wheels and
+# benchmarks/.models/bench-tokenizer (the benchmark tokenizer) with the run. Exit status: 0 when every stage passed, 1 when one failed (a test
 # failed, a run of ours failed, or a stage ran out of time); the other stages run all the same.
 set -u -o pipefail
 
