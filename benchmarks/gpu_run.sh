@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check of the trainer as one script (about 6 minutes on one H200; budget: under 8).
+# The whole GPU check of the trainer as one script (stage limits add up to 475 s: under 8 minutes).
 #
 #   bash benchmarks/gpu_run.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/gpu_run.sh --dry-run  # anywhere: the same stages on CPU in the tiny configuration
