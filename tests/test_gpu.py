@@ -55,6 +55,8 @@ class Tolerance:
     logprob : shared prompt cache vs full pass, per completion token (nats).
     grad_rel : micro-batched vs one-pass gradients, max |difference| / max |gradient| per tensor.
     resume_rel : resumed vs uninterrupted LoRA weights, max |difference| / max |movement over the run|.
+    kl_at_start : the first step's KL, where the policy is the reference (LoRA B = 0) but the two passes
+        may pick different kernels (the policy pass runs with gradients).
     logprob_rounding, grad_rounding : in a low-precision dtype, the log-prob and gradient checks also allow
         this multiple of the difference between that dtype and float32 on the same inputs (what the dtype's
         own rounding moves them by).
@@ -63,6 +65,7 @@ class Tolerance:
     logprob: float
     grad_rel: float
     resume_rel: float
+    kl_at_start: float = 1e-6
     logprob_rounding: float = 0.0
     grad_rounding: float = 0.0
 
@@ -81,9 +84,10 @@ TOLERANCES = {
     ("cpu", "float32"): Tolerance(logprob=2e-5, grad_rel=1e-5, resume_rel=0.0),
     ("cpu", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=0.0, logprob_rounding=1.0,
                                    grad_rounding=0.5),
-    ("cuda", "float32"): Tolerance(logprob=2e-4, grad_rel=1e-4, resume_rel=1e-2),
-    ("cuda", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=1e-2, logprob_rounding=1.0,
-                                    grad_rounding=0.5),
+    ("cuda", "float32"): Tolerance(logprob=2e-4, grad_rel=1e-4, resume_rel=1e-2, kl_at_start=1e-5),
+    # k3 of a bf16 rounding difference d is about d**2 / 2: 1e-3 allows d ~ 0.045 nats on every token.
+    ("cuda", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=1e-2, kl_at_start=1e-3,
+                                    logprob_rounding=1.0, grad_rounding=0.5),
 }
 
 MODELS = {
@@ -176,8 +180,10 @@ def test_training_steps_give_finite_loss_kl_and_advantages(target, tokenizer, tm
             assert math.isfinite(record[key]), (key, record)
         assert record["skipped_updates"] == 0
     # The first step's policy is the reference (LoRA B = 0); after two updates with lr 2e-2 it is not.
-    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
-    assert history[-1]["kl"] > 0.0
+    tol = TOLERANCES[target.device, target.dtype]
+    assert 0.0 <= history[0]["kl"] <= tol.kl_at_start
+    assert history[-1]["kl"] > 20 * tol.kl_at_start
+    record_property("kl_first", history[0]["kl"])
     record_property("kl_last", history[-1]["kl"])
 
 
