@@ -77,9 +77,9 @@ class Tolerance:
 # and cuBLAS pick their reduction order by batch shape, so two bf16 orderings may differ by a good part of
 # that: bf16 is judged against its own rounding (all of it for log-probs, half of it for gradients), while a
 # real defect (a wrong position, a micro-batch normalized by its own size) moves log-probs by nats and
-# gradients several times over (the negative control at the end: 5x). float32 matmuls do not use TF32 by default. Resume is not required to be
-# bitwise on CUDA: within 1% of the distance the weights travelled over the run. The CUDA figures are
-# provisional until a GPU run records them (junit properties of these tests).
+# gradients several times over (the negative control at the end: 5x). float32 matmuls do not use TF32 by
+# default. Resume is not required to be bitwise on CUDA: within 1% of the distance the weights travelled over
+# the run. The CUDA figures are provisional until a GPU run records them (junit properties of these tests).
 TOLERANCES = {
     ("cpu", "float32"): Tolerance(logprob=2e-5, grad_rel=1e-5, resume_rel=0.0),
     ("cpu", "bfloat16"): Tolerance(logprob=6e-2, grad_rel=3e-2, resume_rel=0.0, logprob_rounding=1.0,
