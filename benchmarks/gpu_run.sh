@@ -32,7 +32,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 OUT="${OUT:-$ROOT/benchmarks/results/gpu_run}"
 WHEELS="${WHEELS:-$ROOT/benchmarks/.wheels}"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"  # PYTHON=... picks another interpreter
 VARIANT="${GPU_RUN_VARIANT-generation_batch_size=64}"
 mkdir -p "$OUT"
 START=$(date +%s)
