@@ -188,9 +188,10 @@ def test_adapter_upload_folder_file_by_file(trained_run, tmp_path):
     trainer, out, _ = trained_run
     final = out / "final"
     folder = hub.prepare_adapter_upload(final, tmp_path / "upload", repo_id="me/tiny-grpo", base_model="org/tiny-base")
-    copied = {p.name for p in final.iterdir() if p.is_file() and p.name not in ("README.md", "adapter_config.json")}
+    rewritten = ("README.md", "adapter_config.json", hub.TRAINING_RECORD)
+    copied = {p.name for p in final.iterdir() if p.is_file() and p.name not in rewritten}
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert files == copied | {"README.md", "adapter_config.json", "curves.png"}
+    assert files == copied | set(rewritten) | {"curves.png"}
     assert {"adapter_model.safetensors", "tokenizer_config.json", hub.TRAINING_RECORD} <= files
     for name in copied:
         assert (folder / name).read_bytes() == (final / name).read_bytes(), name
@@ -203,7 +204,14 @@ def test_adapter_upload_folder_file_by_file(trained_run, tmp_path):
     last_eval = json.loads((out / "eval.jsonl").read_text().splitlines()[-1])
     means = "".join(f" {m:.4f} ± {s:.4f} |" for m, s in zip(last_eval["eval"]["means"], last_eval["eval"]["stderrs"]))
     assert f"| this adapter (step {trainer.step}) |{means}" in body
-    assert str(out) not in (folder / "README.md").read_text()  # no local path leaks into the card
+    record = json.loads((folder / hub.TRAINING_RECORD).read_text())
+    source_record = hub.read_training_record(final)
+    assert record["config"] == {**{k: v for k, v in source_record["config"].items() if k not in ("out_dir", "resume_from")},
+                                "model": "org/tiny-base"}
+    assert record["history"] == source_record["history"]
+    assert "| `model` | `\"org/tiny-base\"` |" in body
+    for name in ("README.md", hub.TRAINING_RECORD, "adapter_config.json"):  # no local path is uploaded
+        assert str(out.parent) not in (folder / name).read_text(), name
 
 
 def test_adapter_with_a_local_base_needs_a_hub_id(trained_run, tmp_path):
@@ -502,3 +510,45 @@ def test_cli_help_documents_every_flag(capsys):
         text = capsys.readouterr().out
         assert "HF_TOKEN" in text or argv[0] == "pull"
         assert "--dry-run" in text or argv[0] == "pull"
+
+
+# --------------------------------------------------------------------------- the README's Hub blocks
+
+
+def _readme_hub_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    return [b for b in blocks if "multireward_grpo.hub import" in b]
+
+
+def test_readme_hub_blocks_run_against_fakes(trained_run, tmp_path, monkeypatch, capsys):
+    """Every README block that uses the hub runs as written: the run's folder copied to grpo_out, a fake Hub."""
+    _, out, _ = trained_run
+    blocks = _readme_hub_blocks()
+    assert len(blocks) == 3 and any("load_adapter" in b for b in blocks)
+    api = FakeHfApi()
+    monkeypatch.setattr(hub, "_default_api", lambda token: api)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    for i, code in enumerate(blocks):
+        work = tmp_path / f"block{i}"
+        shutil.copytree(out, work / "grpo_out")
+        if "load_adapter" in code:  # the Hub id stands for the adapter folder it was pushed from
+            code = re.sub(r'"your-name/[^"]+"', '"grpo_out/final"', code)
+        else:  # as trained on a Hub model, whose id the adapter records
+            config_path = work / "grpo_out" / "final" / "adapter_config.json"
+            config = json.loads(config_path.read_text())
+            config_path.write_text(json.dumps({**config, "base_model_name_or_path": "your-name/tiny-base"}))
+        monkeypatch.chdir(work)
+        namespace: dict = {}
+        exec(compile(code, f"README hub block {i}", "exec"), namespace)
+        if "load_adapter" in code:
+            from peft import PeftModel
+
+            assert isinstance(namespace["model"], PeftModel)
+        if "preview" in namespace:  # a dry run's temporary folder is the reader's to inspect, the test's to remove
+            shutil.rmtree(namespace["preview"].folder)
+    uploads = [c[1] for c in api.calls if c[0] == "upload_folder"]
+    assert [u["repo_id"] for u in uploads] == ["your-name/fintech-na-qwen2.5-1.5b"]
+    printed = capsys.readouterr().out
+    assert "https://huggingface.co/your-name/fintech-na-qwen2.5-1.5b" in printed
+    assert "['README.md', 'data/train.parquet']" in printed and TOKEN not in printed

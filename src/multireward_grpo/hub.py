@@ -529,6 +529,11 @@ def read_training_record(adapter_dir: str | os.PathLike) -> dict | None:
     return record
 
 
+def _record(cfg: dict, names: list[str], history: Sequence[Mapping] | None) -> dict:
+    return {"format": "multireward-grpo-training", "version": _version(), "config": cfg, "channel_names": names,
+            "history": _compact_history(history, len(names))}
+
+
 def write_model_card(adapter_dir: str | os.PathLike, config: Any, *, channel_names: Sequence[str] | None = None,
                      history: Sequence[Mapping] | None = None, eval_results: Any = None,
                      base_model: str | None = None, license: str = DEFAULT_LICENSE,
@@ -566,9 +571,7 @@ def write_model_card(adapter_dir: str | os.PathLike, config: Any, *, channel_nam
     base = _base_model_id(recorded, explicit=base_model, strict=base_model is not None)
     cfg = _as_dict(config)
     names = _channel_names(channel_names, len(cfg.get("weights", ())))
-    record = {"format": "multireward-grpo-training", "version": _version(), "config": cfg,
-              "channel_names": names, "history": _compact_history(history, len(names))}
-    atomic_write(adapter / TRAINING_RECORD, json.dumps(record, default=str, indent=1) + "\n")
+    atomic_write(adapter / TRAINING_RECORD, json.dumps(_record(cfg, names, history), default=str, indent=1) + "\n")
     card = model_card(cfg, base_model=base, channel_names=names, history=history, eval_results=eval_results,
                       curves_image="curves.png" if (adapter / "curves.png").is_file() else None,
                       license=license, tags=tags)
@@ -591,7 +594,7 @@ def _new_upload_folder(out_dir: str | os.PathLike | None, prefix: str) -> Path:
 def _copy_adapter_files(adapter: Path, out: Path, adapter_config: dict, base: str) -> None:
     """Regular files of the adapter folder (not links, not folders, not the old card) into ``out``."""
     for item in sorted(adapter.iterdir()):
-        if item.name in (CARD_FILE, "adapter_config.json") or item.is_symlink() or not item.is_file():
+        if item.name in (CARD_FILE, "adapter_config.json", TRAINING_RECORD) or item.is_symlink() or not item.is_file():
             continue
         shutil.copy2(item, out / item.name)
     # others load the adapter by its Hub id: the base must be a Hub id too, not this machine's folder
@@ -654,10 +657,11 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
                            license: str = DEFAULT_LICENSE, tags: Sequence[str] = ()) -> Path:
     """Write the folder that :func:`push_adapter` uploads to a model repo.
 
-    It holds the adapter's files (weights, tokenizer, the training record;
-    not links nor sub-folders), ``adapter_config.json`` with
-    ``base_model_name_or_path`` set to the base's Hub id, ``curves.png`` and
-    the model card ``README.md``.
+    It holds the adapter's files (weights, tokenizer; not links nor
+    sub-folders), ``adapter_config.json`` with ``base_model_name_or_path``
+    set to the base's Hub id, the training record (its config's ``model``
+    also the Hub id, without ``out_dir`` and ``resume_from``: no local path
+    is uploaded), ``curves.png`` and the model card ``README.md``.
 
     Parameters
     ----------
@@ -694,6 +698,8 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
     base = _base_model_id(adapter_config.get("base_model_name_or_path"), explicit=base_model)
     run = Path(run_dir) if run_dir is not None else adapter.parent
     cfg, names, steps = _training_inputs(adapter, run, config, channel_names, history)
+    # the run's local paths stay on this machine: the base is named by its Hub id
+    cfg = {**{k: v for k, v in cfg.items() if k not in ("out_dir", "resume_from")}, "model": base}
     if eval_results is None and (run / "eval.jsonl").is_file():
         eval_results = run / "eval.jsonl"
     rows = eval_table_rows(eval_results, adapter_dir=adapter) if eval_results is not None else None
@@ -701,6 +707,7 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
     _check_license(license)
     out = _new_upload_folder(out_dir, "multireward-grpo-adapter-")
     _copy_adapter_files(adapter, out, adapter_config, base)
+    atomic_write(out / TRAINING_RECORD, json.dumps(_record(cfg, names, steps), default=str, indent=1) + "\n")
     curves = _curves_into(out, adapter, run, steps, names, cfg)
     card = model_card(cfg, base_model=base, channel_names=names, history=steps, eval_results=rows,
                       repo_id=repo_id, curves_image=curves, license=license, tags=tags)
@@ -904,7 +911,8 @@ def theorem3_results(corpus, weights: Any = None, *, n_resamples: int = 1000, sc
 def _thm3_section(corpus, results: dict, weights: np.ndarray) -> list[str]:
     names = list(corpus.channel_names)
     lines = ["## Theorem 3 summary", "",
-             "The gradient-MSE law checked on these rollouts (`multireward-grpo analyze data/train.parquet`): "
+             "The gradient-MSE law checked on these rollouts (`multireward-grpo analyze data/train.parquet "
+             f"--weights {','.join(f'{x:g}' for x in weights)}`): "
              "simulated score projections g ~ N(0, τ²) with τ² = 1, the surrogate gradient (1/m) Σ A_j g_j per "
              "(prompt, seed), its realized MSE across seeds against the prediction; NA's law is "
              "(τ²/m)·wᵀĈw, AN's τ²/m. A ratio near 1 means the law holds.", "",
@@ -980,7 +988,7 @@ def _columns_section(corpus) -> list[str]:
             "| column | meaning |", "|---|---|",
             "| `prompt_idx` | prompt number (0..P-1) |", "| `seed_idx` | seed number of the group |",
             "| `rollout_idx` | rollout number inside its group (0..m-1) |", "| `m` | group size |",
-            "| `prompt` | the prompt (chat messages as JSON text) |", "| `gold` | its reference answer, if any |",
+            "| `prompt` | the prompt text (chat messages as JSON) |", "| `gold` | its reference answer, if any |",
             *(f"| `{n}` | reward channel {c} |" for c, n in enumerate(corpus.channel_names)),
             *(["| `completion` | the sampled completion |"] if corpus.completions else []), "",
             f"Groups: {nested}. The corpus header (prompts, golds, channels, seeds, group sizes, generator) is "
