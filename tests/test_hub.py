@@ -552,3 +552,34 @@ def test_readme_hub_blocks_run_against_fakes(trained_run, tmp_path, monkeypatch,
     printed = capsys.readouterr().out
     assert "https://huggingface.co/your-name/fintech-na-qwen2.5-1.5b" in printed
     assert "['README.md', 'data/train.parquet']" in printed and TOKEN not in printed
+
+
+def test_a_checkpoint_adapter_is_described_by_its_trainer_state(trained_run, tmp_path):
+    trainer, out, _ = trained_run
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(out / "final", checkpoint / "model", ignore=shutil.ignore_patterns(hub.TRAINING_RECORD))
+    state = {"step": 2, "config": trainer.config.to_dict(), "history": trainer.history}
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    folder = hub.prepare_adapter_upload(checkpoint / "model", tmp_path / "up", base_model="org/b")
+    _, body = front_matter((folder / "README.md").read_text())
+    assert f"| `lora_r` | `{trainer.config.lora_r}` |" in body and "| steps | 2 |" in body
+    shutil.copytree(out / "final", tmp_path / "bare", ignore=shutil.ignore_patterns(hub.TRAINING_RECORD))
+    with pytest.raises(ValueError, match="pass config="):
+        hub.prepare_adapter_upload(tmp_path / "bare", base_model="org/b", run_dir=tmp_path / "none")
+
+
+def test_a_card_that_cannot_be_written_costs_the_run_nothing(trained_run, tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    trainer, out, _ = trained_run
+    shutil.copytree(out / "final", tmp_path / "final")
+    before = (tmp_path / "final" / "README.md").read_text()
+
+    def no_yaml(*args, **kwargs):
+        raise ImportError("model and dataset cards need PyYAML")
+
+    monkeypatch.setattr(hub, "_yaml_front_matter", no_yaml)
+    fake = SimpleNamespace(config=trainer.config, reward=trainer.reward, history=trainer.history)
+    assert hub.write_trainer_card(tmp_path / "final", fake) is None
+    assert "the adapter is saved in" in capsys.readouterr().err
+    assert (tmp_path / "final" / "README.md").read_text() == before

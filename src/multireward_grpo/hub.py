@@ -67,6 +67,7 @@ __all__ = [
     "theorem3_results",
     "write_corpus_parquet",
     "write_model_card",
+    "write_trainer_card",
 ]
 
 CARD_FILE = "README.md"
@@ -578,6 +579,26 @@ def write_model_card(adapter_dir: str | os.PathLike, config: Any, *, channel_nam
     return atomic_write(adapter / CARD_FILE, card)
 
 
+def write_trainer_card(adapter_dir: str | os.PathLike, trainer) -> Path | None:
+    """:func:`write_model_card` for a trainer's saved adapter; a failure is reported on stderr, not raised.
+
+    The adapter is on disk when this runs, so a card that cannot be written
+    (no PyYAML, a full disk) costs the run nothing: the message says so.
+
+    Returns
+    -------
+    Path or None
+        The card, or None when it was not written.
+    """
+    try:
+        return write_model_card(adapter_dir, trainer.config, channel_names=trainer.reward.channel_names,
+                                history=trainer.history)
+    except (OSError, ValueError, TypeError, ImportError) as err:
+        print(f"the adapter is saved in {adapter_dir}, but its model card was not written ({_first_line(err)}); "
+              "push_adapter writes one for the upload", file=sys.stderr)
+        return None
+
+
 def _new_upload_folder(out_dir: str | os.PathLike | None, prefix: str) -> Path:
     if out_dir is None:
         return Path(tempfile.mkdtemp(prefix=prefix))
@@ -613,9 +634,23 @@ def _read_jsonl_records(path: Path) -> list[dict]:
     return records
 
 
+def _checkpoint_state(adapter: Path) -> dict:
+    """Config and history of a checkpoint's ``model/`` folder, from the checkpoint's ``trainer_state.json``."""
+    state_path = adapter.parent / "trainer_state.json"
+    if adapter.name != "model" or not state_path.is_file():
+        return {}
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        return {}
+    return {"config": state["config"], "history": state.get("history")}
+
+
 def _training_inputs(adapter: Path, run_dir: Path, config: Any, channel_names, history) -> tuple:
     """(config dict, channel names, history) from the arguments, the training record or the run folder."""
-    record = read_training_record(adapter) or {}
+    record = read_training_record(adapter) or _checkpoint_state(adapter)
     if config is None:
         config = record.get("config")
     if config is None:
@@ -675,7 +710,9 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
         Hub id of the base model; required when the adapter records a local folder.
     config, channel_names, history : optional
         Default: the training record the trainer left in ``adapter_dir``
-        (the history then falls back to ``run_dir/history.jsonl``).
+        (for a checkpoint's ``model/`` folder, the checkpoint's
+        ``trainer_state.json``); the history then falls back to
+        ``run_dir/history.jsonl``.
     eval_results : optional
         See :func:`eval_table_rows`; default ``run_dir/eval.jsonl`` when it exists.
     run_dir : path, optional

@@ -461,9 +461,9 @@ class GRPOTrainer:
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         if self.config.use_lora:
-            from multireward_grpo.hub import write_model_card
+            from multireward_grpo.hub import write_trainer_card
 
-            write_model_card(path, self.config, channel_names=self.reward.channel_names, history=self.history)
+            write_trainer_card(path, self)
         return path
 
     def evaluate(self, prompts: Sequence[Any] | None = None, m: int = 4, *, seed: int = 1234):
