@@ -583,3 +583,20 @@ def test_a_card_that_cannot_be_written_costs_the_run_nothing(trained_run, tmp_pa
     assert hub.write_trainer_card(tmp_path / "final", fake) is None
     assert "the adapter is saved in" in capsys.readouterr().err
     assert (tmp_path / "final" / "README.md").read_text() == before
+
+
+def test_cli_corpus_with_a_missing_reward(tmp_path, capsys):
+    corpus = run_corpus(MockBackend(C=np.eye(2)), [(f"p{i}", "0") for i in range(4)], m_grid=[4], K_seeds=6,
+                        progress=False)
+    key = sorted(corpus.groups)[0]
+    corpus.groups[key] = corpus.groups[key].copy()
+    corpus.groups[key][1, 0] = np.nan
+    path = save_corpus(corpus, tmp_path / "nan.jsonl")
+    base = ["push", "corpus", str(path), "--repo-id", "me/x", "--dry-run", "--n-resamples", "0"]
+    assert main(base) == 2
+    assert "no value for channel 'r0'" in capsys.readouterr().err
+    assert main([*base, "--nan-policy", "propagate", "--out", str(tmp_path / "up")]) == 0
+    uploaded = load_corpus(tmp_path / "up" / "data" / "train.parquet", nan_policy="propagate")
+    assert uploaded == load_corpus(path, nan_policy="propagate")  # the NaN travels as a missing reward
+    _, body = front_matter((tmp_path / "up" / "README.md").read_text())
+    assert "- m=4: not computed (rewards must be finite" in body

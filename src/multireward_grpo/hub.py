@@ -39,9 +39,10 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +52,9 @@ __all__ = [
     "CARD_FILE",
     "DEFAULT_DATASET_LICENSE",
     "DEFAULT_LICENSE",
+    "TRAINING_RECORD",
     "HubError",
     "PushResult",
-    "TRAINING_RECORD",
     "dataset_card",
     "eval_table_rows",
     "load_adapter",
@@ -881,7 +882,11 @@ def write_corpus_parquet(corpus, path: str | os.PathLike) -> Path:
     equal corpus. Written atomically.
     """
     from multireward_grpo._fileio import atomic_writer
-    from multireward_grpo.generation.corpus import PARQUET_KEY, _long_columns, _require_pyarrow
+    from multireward_grpo.generation.corpus import (
+        PARQUET_KEY,
+        _long_columns,
+        _require_pyarrow,
+    )
 
     pa, pq = _require_pyarrow()
     cols = _long_columns(corpus)

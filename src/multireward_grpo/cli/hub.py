@@ -58,6 +58,9 @@ def add_push_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common_push_flags(corpus, "dataset")
     corpus.add_argument("--weights", type=weight_list, default=None,
                         help="weights of the card's Theorem 3 check, one per channel (default 1 each)")
+    corpus.add_argument("--nan-policy", choices=("raise", "propagate", "omit"), default="raise",
+                        help="a missing reward in the corpus: raise (refuse the file, naming the row) or keep it as "
+                             "NaN (propagate/omit) (default raise)")
     corpus.add_argument("--n-resamples", type=integer(0), default=1000,
                         help="bootstrap resamples of the Theorem 3 intervals; 0 leaves them out (default 1000)")
 
@@ -80,7 +83,7 @@ def run_push(args: argparse.Namespace) -> int:
                                   eval_results=args.eval_results, run_dir=args.run_dir, **common)
     else:
         result = hub.push_corpus(args.corpus_file, args.repo_id, weights=args.weights, n_resamples=args.n_resamples,
-                                 **common)
+                                 nan_policy=args.nan_policy, **common)
     if result.dry_run:
         print(f"dry run: {len(result.files)} files would be uploaded to the {result.repo_type} repo {result.repo_id}: "
               + ", ".join(result.files), file=sys.stderr)
