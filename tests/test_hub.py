@@ -315,7 +315,7 @@ def test_a_hub_failure_never_shows_the_token(trained_run, tmp_path, fail, capsys
     text = str(caught.value) + repr(caught.value) + "".join(capsys.readouterr()) + caplog.text
     assert "401 Unauthorized" in text and "***" in text
     assert TOKEN not in text
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert caught.value.__cause__ is None and caught.value.__context__ is None  # the original text is not kept
 
 
 def test_the_token_appears_in_no_output_on_any_path(trained_run, tmp_path, monkeypatch, capsys, caplog):
@@ -600,3 +600,31 @@ def test_cli_corpus_with_a_missing_reward(tmp_path, capsys):
     assert uploaded == load_corpus(path, nan_policy="propagate")  # the NaN travels as a missing reward
     _, body = front_matter((tmp_path / "up" / "README.md").read_text())
     assert "- m=4: not computed (rewards must be finite" in body
+
+
+def test_links_and_folders_in_an_adapter_folder_are_not_uploaded(trained_run, tmp_path):
+    _, out, _ = trained_run
+    adapter = tmp_path / "final"
+    shutil.copytree(out / "final", adapter)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (adapter / "notes.txt").symlink_to(secret)
+    (adapter / "sub").mkdir()
+    (adapter / "sub" / "x.txt").write_text("x")
+    folder = hub.prepare_adapter_upload(adapter, tmp_path / "up", base_model="org/b")
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+    assert "notes.txt" not in names and "sub" not in names and "adapter_model.safetensors" in names
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="not a folder"):
+        hub.prepare_adapter_upload(adapter, tmp_path / "link", base_model="org/b")
+
+
+def test_pull_failures_and_bad_arguments(tmp_path, no_token):
+    api = FakeHfApi(fail="snapshot_download", message="404 Repository Not Found for url: https://huggingface.co/api/models/me/x")
+    with pytest.raises(hub.HubError, match="downloading the model repo me/x failed: 404 Repository Not Found"):
+        hub.pull("me/x", tmp_path / "got", api=api)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        hub.pull("me/x", tmp_path / "file", api=api)
+    with pytest.raises(TypeError, match="token must be a non-empty string"):
+        hub.pull("me/x", tmp_path / "got", token=123, api=api)

@@ -769,6 +769,21 @@ def _folder_files(folder: Path) -> tuple:
     return tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
 
 
+def _hub_call(action: str, secret: str | None, method, /, *args, **kwargs):
+    """``method(*args, **kwargs)``; a failure becomes a :class:`HubError` with the token ``secret`` masked.
+
+    Any exception of the client counts (its HTTP, connection and validation
+    errors share no base class). The HubError is raised outside the handler,
+    so it carries no ``__context__`` through which the original text, which
+    may quote the request, could be printed.
+    """
+    try:
+        return method(*args, **kwargs)
+    except Exception as err:
+        failure = _hub_error(action, err, secret)
+    raise failure
+
+
 def _upload(folder: Path, repo_id: str, repo_type: str, *, token: str | None, private: bool, dry_run: bool,
             api: Any, temporary: bool, commit_message: str) -> PushResult:
     """Create the repo (when missing) and upload ``folder`` as one commit; a dry run stops before."""
@@ -777,15 +792,10 @@ def _upload(folder: Path, repo_id: str, repo_type: str, *, token: str | None, pr
         return PushResult(repo_id, repo_type, files, True, folder)
     try:
         api = api if api is not None else _default_api(token)
-        try:
-            url = api.create_repo(repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True)
-        except Exception as err:  # any client failure; its text may quote the request, so it is scrubbed
-            raise _hub_error(f"creating the {repo_type} repo {repo_id}", err, token) from None
-        try:
-            api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                              commit_message=commit_message, token=token)
-        except Exception as err:
-            raise _hub_error(f"uploading {folder} to the {repo_type} repo {repo_id}", err, token) from None
+        url = _hub_call(f"creating the {repo_type} repo {repo_id}", token, api.create_repo, repo_id, token=token,
+                        private=private, repo_type=repo_type, exist_ok=True)
+        _hub_call(f"uploading {folder} to the {repo_type} repo {repo_id}", token, api.upload_folder, repo_id=repo_id,
+                  folder_path=str(folder), repo_type=repo_type, commit_message=commit_message, token=token)
     finally:
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
@@ -1229,11 +1239,7 @@ def pull(repo_id: str, out_dir: str | os.PathLike, *, repo_type: str = "model", 
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir {out} is a file; give a folder to download into")
     token = _resolve_token(token)
-    try:
-        api = api if api is not None else _default_api(token)
-        path = api.snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=str(out), token=token)
-    except ImportError:
-        raise
-    except Exception as err:
-        raise _hub_error(f"downloading the {repo_type} repo {repo_id}", err, token) from None
+    api = api if api is not None else _default_api(token)
+    path = _hub_call(f"downloading the {repo_type} repo {repo_id}", token, api.snapshot_download, repo_id,
+                     repo_type=repo_type, revision=revision, local_dir=str(out), token=token)
     return Path(path)
