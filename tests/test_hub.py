@@ -628,3 +628,16 @@ def test_pull_failures_and_bad_arguments(tmp_path, no_token):
         hub.pull("me/x", tmp_path / "file", api=api)
     with pytest.raises(TypeError, match="token must be a non-empty string"):
         hub.pull("me/x", tmp_path / "got", token=123, api=api)
+
+
+def test_the_real_client_offline_fails_cleanly_without_the_token(corpus_file, tmp_path, monkeypatch, capsys, caplog):
+    """No fake: huggingface_hub's own HfApi, refused by HF_HUB_OFFLINE before any request leaves."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(hub.HubError, match="creating the dataset repo me/rollouts failed: .*offline") as pushed:
+        hub.push_corpus(corpus_file, "me/rollouts", token=TOKEN, n_resamples=0)
+    with pytest.raises(hub.HubError, match="downloading the model repo me/x failed") as pulled:
+        hub.pull("me/x", tmp_path / "got", token=TOKEN)
+    captured = capsys.readouterr()
+    text = str(pushed.value) + str(pulled.value) + captured.out + captured.err + caplog.text
+    assert TOKEN not in text
