@@ -641,3 +641,20 @@ def test_the_real_client_offline_fails_cleanly_without_the_token(corpus_file, tm
     captured = capsys.readouterr()
     text = str(pushed.value) + str(pulled.value) + captured.out + captured.err + caplog.text
     assert TOKEN not in text
+
+
+def test_the_cpu_demo_base_is_named_by_its_hub_id(tmp_path):
+    from multireward_grpo.models import DEMO_CACHE_NAME, DEMO_MODEL_ID
+
+    demo = tmp_path / "cache" / DEMO_CACHE_NAME
+    demo.mkdir(parents=True)
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(demo)}))
+    (adapter / "README.md").write_text("## Model Details\n\n" + hub.PEFT_BOILERPLATE + "\n")
+    hub.write_model_card(adapter, GRPOConfig(weights=(1.0,)))
+    assert "base_model" not in front_matter((adapter / "README.md").read_text())[0]  # not the converted cache yet
+    (demo / "SOURCE.json").write_text("{}")  # the marker of the demo's converted folder
+    hub.write_model_card(adapter, GRPOConfig(weights=(1.0,)))
+    card = (adapter / "README.md").read_text()
+    assert front_matter(card)[0]["base_model"] == DEMO_MODEL_ID and hub.PEFT_BOILERPLATE not in card
