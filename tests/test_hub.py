@@ -658,3 +658,46 @@ def test_the_cpu_demo_base_is_named_by_its_hub_id(tmp_path):
     hub.write_model_card(adapter, GRPOConfig(weights=(1.0,)))
     card = (adapter / "README.md").read_text()
     assert front_matter(card)[0]["base_model"] == DEMO_MODEL_ID and hub.PEFT_BOILERPLATE not in card
+
+
+# --------------------------------------------------------------------------- slow tier: the real model
+
+
+def _no_real_model() -> str | None:
+    import importlib.util
+
+    from multireward_grpo.models import DEMO_INSTALL, DEMO_PACKAGE
+
+    if importlib.util.find_spec(DEMO_PACKAGE) is None or importlib.util.find_spec("gguf") is None:
+        return f"needs the real model (SmolLM2-135M-Instruct as GGUF): {DEMO_INSTALL}"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_no_real_model() is not None, reason=str(_no_real_model()))
+def test_real_model_adapter_card_upload_folder_and_reload(tmp_path, no_token):
+    """SmolLM2-135M (the cpu-demo's model): one GRPO step, the upload folder, and the adapter loaded back."""
+    import torch
+
+    from multireward_grpo import GRPOTrainer
+    from multireward_grpo.examples import FintechRewardFunction, make_fintech_prompts
+    from multireward_grpo.models import DEMO_MODEL_ID, demo_model_path
+
+    config = GRPOConfig(model=str(demo_model_path()), device="cpu", dtype="float32", n_steps=1, batch_prompts=2,
+                        m=2, max_new_tokens=12, lr=1e-3, lora_r=4, lora_alpha=8, out_dir=str(tmp_path / "run"),
+                        checkpoint_every=0, sample_every=0, verbose=False)
+    trainer = GRPOTrainer(config, FintechRewardFunction(), make_fintech_prompts(4, seed=0))
+    trainer.train()
+    final = tmp_path / "run" / "final"
+    assert front_matter((final / "README.md").read_text())[0]["base_model"] == DEMO_MODEL_ID
+    api = FakeHfApi()
+    result = hub.push_adapter(final, "me/smollm2-fintech-na", token=TOKEN, api=api)
+    assert json.loads(api.uploaded["adapter_config.json"])["base_model_name_or_path"] == DEMO_MODEL_ID
+    meta, body = front_matter(api.uploaded["README.md"].decode())
+    weights = ", ".join(f"{n} {w:g}" for n, w in zip(trainer.reward.channel_names, config.weights))
+    assert meta["base_model"] == DEMO_MODEL_ID and f"| reward channels and weights | {weights} |" in body
+    assert "curves.png" in result.files
+    model, tokenizer = hub.load_adapter(None, final)
+    ids = torch.tensor([tokenizer("Please refund my card fee.").input_ids])
+    trainer.model.eval()
+    assert torch.allclose(_log_probs(model, ids), _log_probs(trainer.model, ids), atol=1e-5, rtol=0)
