@@ -701,3 +701,31 @@ def test_real_model_adapter_card_upload_folder_and_reload(tmp_path, no_token):
     ids = torch.tensor([tokenizer("Please refund my card fee.").input_ids])
     trainer.model.eval()
     assert torch.allclose(_log_probs(model, ids), _log_probs(trainer.model, ids), atol=1e-5, rtol=0)
+
+
+def _put_in_hub_cache(cache: Path, repo_id: str, files: dict, commit: str) -> None:
+    """Files laid out as huggingface_hub caches a downloaded model repo (``refs/main`` -> a snapshot)."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    for name, data in files.items():
+        (root / "snapshots" / commit / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "snapshots" / commit / name).write_bytes(data)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+
+
+def test_pushed_adapter_loads_back_by_its_hub_id(trained_run, tmp_path, monkeypatch):
+    """Push to a fake Hub, lay the uploaded files out as the Hub cache holds a download, load by id offline."""
+    import huggingface_hub.constants
+    import torch
+
+    trainer, out, base = trained_run
+    api = FakeHfApi()
+    hub.push_adapter(out / "final", "me/tiny-grpo", base_model="org/tiny-base", token=TOKEN, api=api)
+    cache = tmp_path / "hub-cache"
+    _put_in_hub_cache(cache, "me/tiny-grpo", api.uploaded, "a" * 40)
+    _put_in_hub_cache(cache, "org/tiny-base", {p.name: p.read_bytes() for p in base.iterdir()}, "b" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    model, tokenizer = hub.load_adapter(None, "me/tiny-grpo")  # the base comes from the uploaded adapter_config
+    ids = torch.tensor([tokenizer("the cat says yes please").input_ids])
+    trainer.model.eval()
+    assert torch.allclose(_log_probs(model, ids), _log_probs(trainer.model, ids), atol=1e-6, rtol=0)
