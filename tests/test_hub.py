@@ -729,3 +729,21 @@ def test_pushed_adapter_loads_back_by_its_hub_id(trained_run, tmp_path, monkeypa
     ids = torch.tensor([tokenizer("the cat says yes please").input_ids])
     trainer.model.eval()
     assert torch.allclose(_log_probs(model, ids), _log_probs(trainer.model, ids), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("recorded, expected", [("org/base-model", "org/base-model"), ("base", None), ("gpt2", None),
+                                                ("", None), ("not a path or id!", None)])
+def test_which_recorded_bases_count_as_hub_ids(tmp_path, recorded, expected, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    adapter = tmp_path / "final"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": recorded}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    hub.write_model_card(adapter, GRPOConfig(weights=(1.0,)))
+    assert front_matter((adapter / "README.md").read_text())[0].get("base_model") == expected
+    if expected is None:
+        with pytest.raises(ValueError, match="base_model='org/name'"):
+            hub.prepare_adapter_upload(adapter)
+    else:
+        folder = hub.prepare_adapter_upload(adapter, tmp_path / "up")
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == expected

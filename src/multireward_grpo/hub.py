@@ -1,7 +1,8 @@
 """Publishing on the Hugging Face Hub: adapters with a model card, rollout corpora as datasets, adapters back.
 
 - :func:`model_card` (pure text) and :func:`write_model_card` (into an adapter
-  folder; the trainer calls it when it saves ``final/``, replacing peft's
+  folder, with a training record; the trainer calls it through
+  :func:`write_trainer_card` when it saves ``final/``, replacing peft's
   boilerplate ``README.md``);
 - :func:`prepare_adapter_upload` / :func:`push_adapter`: the folder that goes
   to a model repo (the adapter, its tokenizer, the card, ``curves.png``);
@@ -471,10 +472,12 @@ def _base_model_id(recorded: str | None, *, explicit: str | None = None, strict:
         if strict:
             raise ValueError(f"the adapter was trained on the local folder {recorded!r}, which is not a Hub id; {advice}")
         return None
-    if _is_repo_id(recorded):
+    # a bare name ("base", "gpt2") is more often a folder relative to where training ran than a Hub id
+    if _is_repo_id(recorded) and "/" in recorded:
         return recorded
     if strict:
-        raise ValueError(f"the adapter's base model {recorded!r} is neither a local folder nor a Hub id; {advice}")
+        raise ValueError(f"the adapter's base model {recorded!r} is neither a local folder here nor a Hub id of "
+                         f"the form 'org/name'; {advice}")
     return None
 
 
