@@ -747,3 +747,14 @@ def test_which_recorded_bases_count_as_hub_ids(tmp_path, recorded, expected, mon
     else:
         folder = hub.prepare_adapter_upload(adapter, tmp_path / "up")
         assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == expected
+
+
+def test_without_huggingface_hub_the_error_names_the_extra(monkeypatch, trained_run, capsys):
+    import sys
+
+    _, out, _ = trained_run
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'pip install "multireward-grpo\[data\]"'):
+        hub.push_adapter(out / "final", "me/x", dry_run=True)
+    assert main(["pull", "me/x", "--out", "x"]) == 2
+    assert 'multireward-grpo[data]' in capsys.readouterr().err

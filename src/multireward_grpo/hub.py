@@ -127,6 +127,16 @@ class PushResult:
 # --------------------------------------------------------------------------- tokens, ids, errors
 
 
+def _huggingface_hub():
+    """The huggingface_hub module, or an ImportError naming the extra to install."""
+    try:
+        import huggingface_hub
+        import huggingface_hub.utils  # noqa: F401  (validate_repo_id, HFValidationError)
+    except ImportError:
+        raise ImportError(f"the Hugging Face Hub helpers need huggingface_hub: {_DATA_EXTRA}") from None
+    return huggingface_hub
+
+
 def _resolve_token(token: str | None) -> str | None:
     """The token argument, else ``HF_TOKEN``, else the Hub login; None when there is none."""
     if token is not None:
@@ -136,9 +146,7 @@ def _resolve_token(token: str | None) -> str | None:
     env = os.environ.get("HF_TOKEN", "").strip()
     if env:
         return env
-    from huggingface_hub import get_token
-
-    return get_token() or None
+    return _huggingface_hub().get_token() or None
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -153,11 +161,10 @@ def _hub_error(action: str, err: BaseException, token: str | None) -> HubError:
 def _check_repo_id(repo_id: Any) -> str:
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise TypeError(f"repo_id must be a Hub repo id such as 'your-name/my-adapter'; got {repo_id!r}")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+    utils = _huggingface_hub().utils
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
+        utils.validate_repo_id(repo_id)
+    except utils.HFValidationError as err:
         raise ValueError(f"repo_id {repo_id!r} is not a Hub repo id ({_first_line(err)}); use 'your-name/repo-name' "
                          "(letters, digits, '-', '_', '.')") from None
     if repo_id.count("/") != 1:
@@ -482,11 +489,10 @@ def _base_model_id(recorded: str | None, *, explicit: str | None = None, strict:
 
 
 def _is_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
+    utils = _huggingface_hub().utils
     try:
-        validate_repo_id(name)
-    except HFValidationError:
+        utils.validate_repo_id(name)
+    except utils.HFValidationError:
         return False
     return not os.path.isabs(name) and not name.startswith((".", "~"))
 
@@ -761,11 +767,7 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
 
 
 def _default_api(token: str | None):
-    try:
-        from huggingface_hub import HfApi
-    except ImportError:
-        raise ImportError(f"pushing to the Hugging Face Hub needs huggingface_hub: {_DATA_EXTRA}") from None
-    return HfApi(token=token, library_name="multireward-grpo", library_version=_version())
+    return _huggingface_hub().HfApi(token=token, library_name="multireward-grpo", library_version=_version())
 
 
 def _folder_files(folder: Path) -> tuple:
