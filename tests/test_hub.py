@@ -178,6 +178,9 @@ def test_trainer_replaces_peft_boilerplate_with_our_card(trained_run):
     meta, body = front_matter(card)
     assert meta["library_name"] == "peft" and "grpo" in meta["tags"] and "multi-reward" in meta["tags"]
     assert "base_model" not in meta  # a local folder is no Hub id
+    last = json.loads((out / "eval.jsonl").read_text().splitlines()[-1])
+    cells = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in zip(last["eval"]["means"], last["eval"]["stderrs"]))
+    assert f"| this adapter (step {last['step']}) | {cells} |" in body
     record = hub.read_training_record(out / "final")
     assert record["config"] == json.loads(json.dumps(trainer.config.to_dict()))
     assert record["channel_names"] == list(trainer.reward.channel_names)

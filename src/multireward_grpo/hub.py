@@ -592,6 +592,9 @@ def write_model_card(adapter_dir: str | os.PathLike, config: Any, *, channel_nam
 def write_trainer_card(adapter_dir: str | os.PathLike, trainer) -> Path | None:
     """:func:`write_model_card` for a trainer's saved adapter; a failure is reported on stderr, not raised.
 
+    The card's held-out table is the newest record of the run's ``eval.jsonl``
+    when the run evaluates (``eval_every`` > 0).
+
     The adapter is on disk when this runs, so a card that cannot be written
     (no PyYAML, a full disk) costs the run nothing: the message says so.
 
@@ -600,9 +603,11 @@ def write_trainer_card(adapter_dir: str | os.PathLike, trainer) -> Path | None:
     Path or None
         The card, or None when it was not written.
     """
+    evaluations = Path(trainer.config.out_dir) / "eval.jsonl"  # eval_every's records, the newest last
     try:
         return write_model_card(adapter_dir, trainer.config, channel_names=trainer.reward.channel_names,
-                                history=trainer.history)
+                                history=trainer.history,
+                                eval_results=evaluations if trainer.config.eval_every and evaluations.is_file() else None)
     except (OSError, ValueError, TypeError, ImportError) as err:
         print(f"the adapter is saved in {adapter_dir}, but its model card was not written ({_first_line(err)}); "
               "push_adapter writes one for the upload", file=sys.stderr)
