@@ -331,7 +331,8 @@ def test_the_token_appears_in_no_output_on_any_path(trained_run, tmp_path, monke
                hub.push_adapter(out / "final", "me/x", base_model="org/b", dry_run=True)]
     hub.pull("me/x", tmp_path / "pulled", api=api)
     codes = [main(["push", "adapter", str(out / "final"), "--repo-id", "me/x", "--base-model", "org/b"]),
-             main(["push", "adapter", str(out / "final"), "--repo-id", "me/x", "--base-model", "org/b", "--dry-run"]),
+             main(["push", "adapter", str(out / "final"), "--repo-id", "me/x", "--base-model", "org/b", "--dry-run",
+                   "--out", str(tmp_path / "dry")]),
              main(["pull", "me/x", "--out", str(tmp_path / "pulled2")])]
     api.fail, api.message = "upload_folder", f"echo {TOKEN}"
     codes.append(main(["push", "adapter", str(out / "final"), "--repo-id", "me/x", "--base-model", "org/b"]))
@@ -341,9 +342,10 @@ def test_the_token_appears_in_no_output_on_any_path(trained_run, tmp_path, monke
     text = captured.out + captured.err + caplog.text + "".join(repr(r) for r in results)
     assert "pushed" in captured.out and "***" in captured.err
     assert TOKEN not in text  # ...and never shown
-    for folder in [tmp_path / "pulled", tmp_path / "pulled2"] + [r.folder for r in results if r.folder]:
+    for folder in [tmp_path / "pulled", tmp_path / "pulled2", tmp_path / "dry", results[1].folder]:
         for path in folder.rglob("*"):
             assert not path.is_file() or TOKEN.encode() not in path.read_bytes()
+    shutil.rmtree(results[1].folder)
 
 
 # --------------------------------------------------------------------------- loading an adapter
@@ -761,3 +763,21 @@ def test_without_huggingface_hub_the_error_names_the_extra(monkeypatch, trained_
         hub.push_adapter(out / "final", "me/x", dry_run=True)
     assert main(["pull", "me/x", "--out", "x"]) == 2
     assert 'multireward-grpo[data]' in capsys.readouterr().err
+
+
+def test_a_failed_preparation_leaves_no_temporary_folder(trained_run, monkeypatch):
+    import tempfile
+
+    _, out, _ = trained_run
+    before = set(Path(tempfile.gettempdir()).glob("multireward-grpo-adapter-*"))
+
+    def broken_card(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub, "model_card", broken_card)
+    with pytest.raises(OSError, match="No space left"):
+        hub.prepare_adapter_upload(out / "final", base_model="org/b")
+    assert set(Path(tempfile.gettempdir()).glob("multireward-grpo-adapter-*")) == before
+    with pytest.raises(TypeError, match="tags must be a list"):
+        hub.prepare_adapter_upload(out / "final", base_model="org/b", tags="one-tag")
+    assert set(Path(tempfile.gettempdir()).glob("multireward-grpo-adapter-*")) == before

@@ -34,13 +34,14 @@ the functions that need them (``pip install "multireward-grpo[data]"``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -349,7 +350,7 @@ def model_card(config: Any, *, base_model: str | None, channel_names: Sequence[s
     if base_model:
         meta["base_model"] = base_model
     meta.update({"library_name": "peft", "license": _check_license(license), "pipeline_tag": "text-generation",
-                 "tags": _check_tags(list(tags), (*ADAPTER_TAGS, f"advantage-{mode}"))})
+                 "tags": _check_tags(tags, (*ADAPTER_TAGS, f"advantage-{mode}"))})
     title = repo_id.split("/")[-1] if repo_id else "LoRA adapter"
     on = f" on [{base_model}](https://huggingface.co/{base_model})" if base_model else ""
     lines = [f"# {title}", "",
@@ -627,10 +628,25 @@ def _new_upload_folder(out_dir: str | os.PathLike | None, prefix: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _upload_folder(out_dir: str | os.PathLike | None, prefix: str) -> Iterator[Path]:
+    """A new or empty upload folder; synced when the block ends, deleted on failure when it was a temporary one."""
+    out = _new_upload_folder(out_dir, prefix)
+    try:
+        yield out
+    except BaseException:
+        if out_dir is None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    for folder in [p for p in out.rglob("*") if p.is_dir()] + [out]:
+        fsync_dir(folder)
+
+
 def _copy_adapter_files(adapter: Path, out: Path, adapter_config: dict, base: str) -> None:
-    """Regular files of the adapter folder (not links, not folders, not the old card) into ``out``."""
+    """Regular files of the adapter folder (not hidden ones, links or folders; not the old card) into ``out``."""
     for item in sorted(adapter.iterdir()):
-        if item.name in (CARD_FILE, "adapter_config.json", TRAINING_RECORD) or item.is_symlink() or not item.is_file():
+        rewritten = item.name in (CARD_FILE, "adapter_config.json", TRAINING_RECORD)
+        if rewritten or item.name.startswith(".") or item.is_symlink() or not item.is_file():
             continue
         shutil.copy2(item, out / item.name)
     # others load the adapter by its Hub id: the base must be a Hub id too, not this machine's folder
@@ -757,14 +773,14 @@ def prepare_adapter_upload(adapter_dir: str | os.PathLike, out_dir: str | os.Pat
     rows = eval_table_rows(eval_results, adapter_dir=adapter) if eval_results is not None else None
     repo_id = _check_repo_id(repo_id) if repo_id is not None else None
     _check_license(license)
-    out = _new_upload_folder(out_dir, "multireward-grpo-adapter-")
-    _copy_adapter_files(adapter, out, adapter_config, base)
-    atomic_write(out / TRAINING_RECORD, json.dumps(_record(cfg, names, steps), default=str, indent=1) + "\n")
-    curves = _curves_into(out, adapter, run, steps, names, cfg)
-    card = model_card(cfg, base_model=base, channel_names=names, history=steps, eval_results=rows,
-                      repo_id=repo_id, curves_image=curves, license=license, tags=tags)
-    atomic_write(out / CARD_FILE, card)
-    fsync_dir(out)
+    _check_tags(tags, ())
+    with _upload_folder(out_dir, "multireward-grpo-adapter-") as out:
+        _copy_adapter_files(adapter, out, adapter_config, base)
+        atomic_write(out / TRAINING_RECORD, json.dumps(_record(cfg, names, steps), default=str, indent=1) + "\n")
+        curves = _curves_into(out, adapter, run, steps, names, cfg)
+        card = model_card(cfg, base_model=base, channel_names=names, history=steps, eval_results=rows,
+                          repo_id=repo_id, curves_image=curves, license=license, tags=tags)
+        atomic_write(out / CARD_FILE, card)
     return out
 
 
@@ -1026,7 +1042,7 @@ def dataset_card(corpus, *, repo_id: str | None = None, weights: Any = None, the
     w = np.ones(corpus.R) if weights is None else np.asarray(weights, dtype=float)
     results = theorem3 if theorem3 is not None else theorem3_results(corpus, w)
     rows = n_rows if n_rows is not None else sum(len(g) for g in corpus.groups.values())
-    meta = {"license": _check_license(license), "tags": _check_tags(list(tags), DATASET_TAGS),
+    meta = {"license": _check_license(license), "tags": _check_tags(tags, DATASET_TAGS),
             "size_categories": [_size_category(rows)],
             "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": CORPUS_DATA_FILE}]}]}
     title = repo_id.split("/")[-1] if repo_id else "Rollout corpus"
@@ -1111,14 +1127,14 @@ def prepare_corpus_upload(corpus_path: str | os.PathLike, out_dir: str | os.Path
     check_int("score_seed", score_seed, 0)
     repo_id = _check_repo_id(repo_id) if repo_id is not None else None
     _check_license(license)
+    _check_tags(tags, ())
     corpus = load_corpus(corpus_path, nan_policy=nan_policy)
     w = np.ones(corpus.R) if weights is None else np.asarray(weights, dtype=float)
     results = theorem3_results(corpus, w, n_resamples=n_resamples, score_seed=score_seed)
-    out = _new_upload_folder(out_dir, "multireward-grpo-dataset-")
-    write_corpus_parquet(corpus, out / CORPUS_DATA_FILE)
-    atomic_write(out / CARD_FILE, dataset_card(corpus, repo_id=repo_id, weights=w, theorem3=results,
-                                               license=license, tags=tags))
-    fsync_dir(out)
+    with _upload_folder(out_dir, "multireward-grpo-dataset-") as out:
+        write_corpus_parquet(corpus, out / CORPUS_DATA_FILE)
+        atomic_write(out / CARD_FILE, dataset_card(corpus, repo_id=repo_id, weights=w, theorem3=results,
+                                                   license=license, tags=tags))
     return out
 
 
