@@ -714,7 +714,17 @@ def trailing_mean(values, window: int) -> np.ndarray:
 def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, channel_names: Sequence[str] | None = None,
                          window: int = 5, title: str | None = None, model: str | None = None,
                          mode: str | None = None) -> dict:
-    """Rewards per step (raw and trailing mean) and the KL, from a trainer history.
+    """Rewards per step (raw and trailing mean), the KL and, when logged, the channel diagnostics.
+
+    The diagnostics panels (drawn when the history has the trainer's
+    ``zero_var_frac_{c}``, ``influence_{c}`` and ``noise_factor`` keys; a
+    history without them plots the rewards and KL only) show per channel the
+    share of groups where it is constant (no signal), its share of the
+    influence ``infl_c / sum_k |infl_k|`` (Prop 1, see
+    :func:`~multireward_grpo.analysis.influence.influence_shares`), and
+    Theorem 3's predicted NA-vs-AN gradient-noise factor ``w' Chat w`` with
+    AN's level 1 for reference. A record without them (a run resumed from an
+    older history) leaves a gap.
 
     Parameters
     ----------
@@ -735,11 +745,18 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, chan
 
     Returns
     -------
-    dict with ``steps`` (T,), ``smoothed`` (name -> (T,) trailing means), ``title`` and ``path``.
+    dict with ``steps`` (T,), ``smoothed`` (name -> (T,) trailing means),
+    ``diagnostics`` (None without them, else a dict with ``zero_var_frac`` and
+    ``influence_share``, each channel name -> (T,) per-step values,
+    ``noise_factor`` (T,), and ``smoothed``, the same three as trailing
+    means), ``title`` and ``path``.
     """
     steps, series, kl = _history_series(history, channel_names)
-    fig = _new_figure((7.2, 5.6))
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    diagnostics = _diagnostic_series(history, list(series)[1:], window)
+    fig = _new_figure((7.2, 5.6) if diagnostics is None else (7.2, 10.4))
+    ratios = (3, 1) if diagnostics is None else (3, 1, 1.3, 1.3, 1.3)
+    axes = fig.subplots(len(ratios), 1, sharex=True, height_ratios=ratios)
+    top, bottom = axes[0], axes[1]
     smoothed = {}
     for i, (name, values) in enumerate(series.items()):
         color = "black" if i == 0 else f"C{i - 1}"
@@ -753,8 +770,69 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], out_path, *, chan
     top.set_title(full_title)
     bottom.plot(steps, kl, color="tab:gray")
     bottom.set_ylabel("KL to reference")
-    bottom.set_xlabel("step")
-    return {"steps": steps, "smoothed": smoothed, "title": full_title, "path": _save(fig, out_path)}
+    if diagnostics is not None:
+        _draw_diagnostics(axes[2:], steps, diagnostics)
+    axes[-1].set_xlabel("step")
+    return {"steps": steps, "smoothed": smoothed, "diagnostics": diagnostics, "title": full_title,
+            "path": _save(fig, out_path)}
+
+
+_DIAGNOSTIC_KEYS = ("zero_var_frac_{c}", "influence_{c}")
+
+
+def _diagnostic_series(history, names, window) -> dict | None:
+    """Per-step diagnostics of the history (NaN where a record lacks them), or None when no record has them."""
+    records = list(history)
+    n_channels = len(names)
+    keys = [key.format(c=c) for key in _DIAGNOSTIC_KEYS for c in range(n_channels)] + ["noise_factor"]
+    if not any(key in record for record in records for key in keys):
+        return None
+
+    def column(key):
+        return np.array([float(r.get(key, np.nan)) for r in records])
+
+    influence = np.column_stack([column(f"influence_{c}") for c in range(n_channels)])  # (T, R)
+    shares = np.array([_influence_shares_or_nan(row) for row in influence]).reshape(influence.shape)
+    out = {
+        "zero_var_frac": {name: column(f"zero_var_frac_{c}") for c, name in enumerate(names)},
+        "influence_share": {name: shares[:, c] for c, name in enumerate(names)},
+        "noise_factor": column("noise_factor"),
+    }
+    out["smoothed"] = {
+        "zero_var_frac": {name: trailing_mean(v, window) for name, v in out["zero_var_frac"].items()},
+        "influence_share": {name: trailing_mean(v, window) for name, v in out["influence_share"].items()},
+        "noise_factor": trailing_mean(out["noise_factor"], window),
+    }
+    return out
+
+
+def _influence_shares_or_nan(influence) -> np.ndarray:
+    """``infl_c / sum_k |infl_k|`` of one step; NaN when a channel's influence is missing (no record)."""
+    from multireward_grpo.analysis.influence import influence_shares
+
+    if not np.all(np.isfinite(influence)):
+        return np.full(influence.shape, np.nan)
+    return influence_shares(influence)
+
+
+def _draw_diagnostics(axes, steps, diagnostics) -> None:
+    """Zero-variance share, influence share (per channel) and the noise factor, faint per step, bold smoothed."""
+    zero_ax, share_ax, noise_ax = axes
+    smoothed = diagnostics["smoothed"]
+    for c, name in enumerate(diagnostics["zero_var_frac"]):
+        for ax, key in ((zero_ax, "zero_var_frac"), (share_ax, "influence_share")):
+            ax.plot(steps, diagnostics[key][name], color=f"C{c}", alpha=0.25, linewidth=1)
+            ax.plot(steps, smoothed[key][name], color=f"C{c}", linewidth=1.6, label=name)
+    zero_ax.set_ylabel("groups where the\nchannel is constant")
+    zero_ax.set_ylim(-0.04, 1.04)
+    share_ax.set_ylabel("influence share\nCov(A, z_c) / sum |Cov|")
+    share_ax.axhline(0.0, color="0.6", linewidth=0.8)
+    share_ax.legend(fontsize=7, loc="best", ncol=min(len(diagnostics["zero_var_frac"]), 4))
+    noise_ax.plot(steps, diagnostics["noise_factor"], color="tab:purple", alpha=0.25, linewidth=1)
+    noise_ax.plot(steps, smoothed["noise_factor"], color="tab:purple", linewidth=1.6, label="NA: w'Ĉw (predicted)")
+    noise_ax.axhline(1.0, color="0.3", linestyle="--", linewidth=1, label="AN: 1")
+    noise_ax.set_ylabel("gradient noise\nNA / AN (Theorem 3)")
+    noise_ax.legend(fontsize=7, loc="best")
 
 
 def _history_series(history, channel_names):

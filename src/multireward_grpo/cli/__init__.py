@@ -5,6 +5,7 @@
 - :mod:`~multireward_grpo.cli.theory`: ``thm3-check``, ``analyze``, ``prop1/2/4``;
 - :mod:`~multireward_grpo.cli.train`: ``train`` and ``eval`` (imports torch only when run);
 - :mod:`~multireward_grpo.cli.hub`: ``push`` and ``pull`` (the Hugging Face Hub).
+- :mod:`~multireward_grpo.cli.runpod`: ``runpod run`` and ``runpod cleanup``.
 
 Each subcommand is a ``(name, help, add_arguments, run)`` entry in
 ``_COMMANDS``; ``run(args) -> int`` is the exit status. Heavy modules are
@@ -73,6 +74,8 @@ _COMMANDS: list[_Command] = [
              lambda p: _hub().add_push_arguments(p), lambda a: _hub().run_push(a)),
     _Command("pull", "download an adapter or a dataset repo from the Hugging Face Hub into a folder",
              lambda p: _hub().add_pull_arguments(p), lambda a: _hub().run_pull(a)),
+    _Command("runpod", "run a command on a RunPod cloud GPU (the pod is always deleted), or clean up pods left "
+             "behind (runpod extra)", lambda p: _runpod().add_runpod_arguments(p), lambda a: _runpod().run_runpod(a)),
     _Command("prop1", "Prop 1: influence of each channel on AN/NA advantages, realized vs oracle",
              _theory.add_prop1_arguments, _theory.run_prop1),
     _Command("prop2", "Prop 2: number of distinct advantage values (resolution) of AN and NA on a level grid",
@@ -92,6 +95,12 @@ def _hub():
     from multireward_grpo.cli import hub as _cli_hub
 
     return _cli_hub
+
+
+def _runpod():
+    from multireward_grpo.cli import runpod as _cli_runpod
+
+    return _cli_runpod
 
 
 def build_parser() -> ArgumentParser:

@@ -59,7 +59,8 @@ them or start a new ``out_dir``), because they change what is optimized, the
 sampled data or the shape of the weights: model, mode, weights (and the
 number of reward channels), conditioning, scale_by_std, nan_policy,
 batch_prompts, m, max_new_tokens, temperature, top_p, system_prompt (and the
-prompts themselves), kl_coef, ppo_clip, num_iterations, loss_type,
+prompts themselves), kl_coef, ppo_clip, epsilon_high, importance_sampling_level,
+mask_truncated_completions, num_iterations, loss_type,
 max_grad_norm, weight_decay, warmup_steps, lr_scheduler, seed, use_lora,
 lora_r, lora_alpha, lora_dropout, lora_target_modules, disable_dropout. A config field added
 later and not classified here is refused too.
@@ -73,7 +74,8 @@ checkpoint_every, keep_checkpoints, device, dtype,
 generation_batch_size, micro_batch_size, gradient_checkpointing,
 share_prompt_cache. A resume stays bit-identical to an uninterrupted run only
 when none of the numeric ones (lr, n_steps under a decaying schedule, device,
-dtype, micro_batch_size) changes.
+dtype, micro_batch_size) changes. With loss_type bnpo, micro_batch_size sets
+the objective's normalization and is refused instead.
 
 Ignored: resume_from and out_dir (a copied or moved out_dir resumes).
 """
@@ -119,8 +121,9 @@ ABANDONED_DIR = "abandoned"
 
 RESUME_REFUSED = (
     "model", "mode", "weights", "conditioning", "scale_by_std", "nan_policy", "batch_prompts", "m",
-    "max_new_tokens", "temperature", "top_p", "system_prompt", "kl_coef", "ppo_clip", "num_iterations",
-    "loss_type", "max_grad_norm", "weight_decay", "warmup_steps", "lr_scheduler", "seed", "use_lora", "lora_r",
+    "max_new_tokens", "temperature", "top_p", "system_prompt", "kl_coef", "ppo_clip", "epsilon_high",
+    "importance_sampling_level", "mask_truncated_completions", "num_iterations", "loss_type", "max_grad_norm",
+    "weight_decay", "warmup_steps", "lr_scheduler", "seed", "use_lora", "lora_r",
     "lora_alpha", "lora_dropout", "lora_target_modules", "disable_dropout",
 )
 RESUME_APPLIED = (
@@ -425,7 +428,8 @@ def _config_changes(saved: dict, config) -> tuple[list[str], dict]:
         name = field.name
         if name in RESUME_IGNORED or name not in saved or saved[name] == new[name]:
             continue
-        if name in RESUME_APPLIED:
+        # bnpo normalizes each micro-batch by its own tokens: there micro_batch_size is part of the objective
+        if name in RESUME_APPLIED and not (name == "micro_batch_size" and new.get("loss_type") == "bnpo"):
             applied[name] = (saved[name], new[name])
         else:
             refused.append(f"{name}: {saved[name]!r} -> {new[name]!r}")

@@ -22,9 +22,13 @@ from typing import Any, Optional
 
 from multireward_grpo._validate import check_float, did_you_mean
 
-__all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS", "REPORTERS", "NAN_POLICIES", "parse_conditioning_rule"]
+__all__ = ["GRPOConfig", "IMPORTANCE_SAMPLING_LEVELS", "LOSS_TYPES", "LOSS_TYPE_ALIASES", "SCHEDULERS", "REPORTERS",
+           "NAN_POLICIES", "parse_conditioning_rule"]
 
-LOSS_TYPES = ("grpo", "dr_grpo", "token_mean")
+LOSS_TYPES = ("grpo", "dr_grpo", "token_mean", "bnpo", "dapo")
+# Other names of the same objective; the config stores the canonical one, so a resume compares like with like.
+LOSS_TYPE_ALIASES = {"dapo": "token_mean"}
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 SCHEDULERS = ("constant", "linear", "cosine")
 REPORTERS = ("jsonl", "tensorboard", "wandb")
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -68,12 +72,38 @@ class GRPOConfig:
     # ---- objective
     lr: float = _opt(5e-6, "learning rate (AdamW)")
     kl_coef: float = _opt(0.05, "weight of the per-token k3 KL to the reference (Schulman 2020); 0 skips the reference pass")
-    ppo_clip: float = _opt(0.2, "PPO clip epsilon on the token ratio pi/pi_old (Schulman et al. 2017)")
+    ppo_clip: float = _opt(0.2, "PPO clip epsilon on the ratio pi/pi_old (Schulman et al. 2017): the ratio is kept "
+                                "within [1 - ppo_clip, 1 + epsilon_high]; TRL calls it epsilon")
+    epsilon_high: Optional[float] = _opt(None, "upper clip epsilon: the ratio's upper bound is 1 + epsilon_high "
+                                               "(None: ppo_clip, symmetric). A larger value than ppo_clip is DAPO's "
+                                               "clip-higher (Yu et al. 2025, who use 0.28 with ppo_clip 0.2), which "
+                                               "lets unlikely tokens with a positive advantage grow and keeps "
+                                               "entropy up; the same name as in TRL")
+    importance_sampling_level: str = _opt("token", "token: one ratio pi/pi_old per token (PPO, GRPO); sequence: one "
+                                                   "per completion, exp of the mean over its tokens of log pi - log "
+                                                   "pi_old, shared by its tokens and clipped as a whole (GSPO, Zheng "
+                                                   "et al. 2025, who pair it with loss_type grpo and clip epsilons "
+                                                   "near 3e-4 / 4e-4). Both give the same gradient while the ratio "
+                                                   "is 1 (num_iterations 1); the same name as in TRL")
+    mask_truncated_completions: bool = _opt(False, "leave completions cut at max_new_tokens without an EOS out of the "
+                                                   "loss, policy and KL terms alike (DAPO's overlong filtering, Yu et "
+                                                   "al. 2025); they still count in their group's advantages. "
+                                                   "token_mean and bnpo then divide by the remaining tokens; grpo "
+                                                   "and dr_grpo still divide by all completions (a masked one adds "
+                                                   "0), as TRL does; a batch of only truncated completions gives a "
+                                                   "zero loss. The same name as in TRL")
     num_iterations: int = _opt(1, "policy updates per batch of rollouts (GRPO's mu); > 1 makes the clip bite")
     loss_type: str = _opt("grpo", "token aggregation: grpo (mean per sequence, then over sequences; Shao et al. 2024), "
-                                  "dr_grpo (sum / (sequences x max_new_tokens); Liu et al. 2025), token_mean (DAPO)")
+                                  "dr_grpo (sum / (sequences x max_new_tokens); Liu et al. 2025), token_mean (sum / "
+                                  "tokens of the whole batch; DAPO, Yu et al. 2025; dapo is accepted as its alias and "
+                                  "stored as token_mean), bnpo (each micro-batch's sum / its own tokens, averaged over "
+                                  "micro-batches, so it depends on micro_batch_size). TRL's names: its grpo, dr_grpo "
+                                  "= ours when micro_batch_size divides the batch; its dapo = our token_mean (global "
+                                  "token count, also across processes); its bnpo (local batch) = our bnpo with TRL's "
+                                  "per_device_train_batch_size as micro_batch_size")
     micro_batch_size: int = _opt(4, "sequences per forward/backward pass; gradients accumulate over the step "
-                                    "(larger is faster on a GPU, smaller keeps less activation memory)")
+                                    "(larger is faster on a GPU, smaller keeps less activation memory; with "
+                                    "loss_type bnpo it also sets the objective's normalization)")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables clipping)")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
@@ -139,6 +169,11 @@ class GRPOConfig:
         _choice("mode", self.mode.strip().lower(), _estimator_names(), shown=self.mode,
                 note=" (register_estimator adds more)")
         _choice("loss_type", self.loss_type, LOSS_TYPES)
+        self.loss_type = LOSS_TYPE_ALIASES.get(self.loss_type, self.loss_type)
+        _choice("importance_sampling_level", self.importance_sampling_level, IMPORTANCE_SAMPLING_LEVELS)
+        if self.epsilon_high is not None and self.epsilon_high <= 0:
+            raise ValueError(f"epsilon_high must be > 0, got {self.epsilon_high!r} (the ratio's upper bound is "
+                             "1 + epsilon_high; DAPO uses 0.28; leave it None for a symmetric clip at ppo_clip)")
         _choice("lr_scheduler", self.lr_scheduler, SCHEDULERS)
         _choice("dtype", self.dtype, _DTYPES)
         _choice("nan_policy", self.nan_policy, NAN_POLICIES)

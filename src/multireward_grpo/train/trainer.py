@@ -567,7 +567,10 @@ class GRPOTrainer:
         if self.config.num_iterations > 1:
             with torch.no_grad():
                 old = token_logprobs(self.model, rollouts, **self._logprob_kw())
-        denominators = LossDenominators(len(rollouts), int(rollouts.completion_mask.sum()), self.config.max_new_tokens)
+        denominators = LossDenominators.of_batch(
+            rollouts.completion_mask, rollouts.truncated, max_new_tokens=self.config.max_new_tokens,
+            micro_batch_size=self.config.micro_batch_size,
+            mask_truncated_completions=self.config.mask_truncated_completions)
         train_started = time.perf_counter()
         iterations = [self._one_update(rollouts, advantages, old, ref, denominators, iteration)
                       for iteration in range(self.config.num_iterations)]
@@ -609,9 +612,9 @@ class GRPOTrainer:
                                   share_prompt=self.config.share_prompt_cache)
             old_part = logp.detach() if old is None else old[part]
             loss, stats = losses.policy_loss(
-                logp, old_part, advantages[part], rollouts.completion_mask[part], clip=self.config.ppo_clip,
-                denominators=denominators, loss_type=self.config.loss_type,
-                ref_logp=None if ref is None else ref[part], kl_coef=self.config.kl_coef,
+                logp, old_part, advantages[part], rollouts.completion_mask[part], denominators=denominators,
+                ref_logp=None if ref is None else ref[part], truncated=rollouts.truncated[part],
+                **losses.objective_options(self.config),
             )
             loss.backward()
             totals["loss"] += float(loss.detach())
