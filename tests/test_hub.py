@@ -171,7 +171,7 @@ def trained_run(tmp_path_factory):
     return trainer, root / "run", base
 
 
-def test_trainer_replaces_peft_boilerplate_with_our_card(trained_run):
+def test_trainer_replaces_peft_boilerplate_with_our_card(trained_run, tmp_path):
     trainer, out, _ = trained_run
     card = (out / "final" / "README.md").read_text()
     assert hub.PEFT_BOILERPLATE not in card
@@ -185,6 +185,13 @@ def test_trainer_replaces_peft_boilerplate_with_our_card(trained_run):
     assert record["config"] == json.loads(json.dumps(trainer.config.to_dict()))
     assert record["channel_names"] == list(trainer.reward.channel_names)
     assert [r["mean_reward"] for r in record["history"]] == [h["mean_reward"] for h in trainer.history]
+    kept = {"step", "mean_reward", "kl", "noise_factor", "mean_channel_0", "mean_channel_1", "zero_var_frac_0",
+            "zero_var_frac_1", "influence_0", "influence_1"}
+    assert record["history"] == [{k: h[k] for k in kept} for h in trainer.history]  # what the curves draw
+    from multireward_grpo import viz
+
+    drawn = viz.plot_training_curves(record["history"], tmp_path / "curves.png")
+    assert drawn["diagnostics"] is not None  # the diagnostics panels too, not only the rewards
 
 
 def test_adapter_upload_folder_file_by_file(trained_run, tmp_path):

@@ -92,7 +92,7 @@ _NO_TOKEN = ("no Hugging Face token: pass token=..., set the HF_TOKEN environmen
              "`hf auth login` (a dry run needs none)")
 _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
-_HISTORY_KEYS = ("step", "mean_reward", "kl")
+_HISTORY_KEYS = ("step", "mean_reward", "kl", "noise_factor")
 
 
 class HubError(OSError):
@@ -516,8 +516,9 @@ def _adapter_config(adapter: Path) -> dict:
 
 
 def _compact_history(history: Sequence[Mapping] | None, n_channels: int) -> list[dict]:
-    """The keys of each step record that the card and the curves use."""
-    keys = (*_HISTORY_KEYS, *(f"mean_channel_{c}" for c in range(n_channels)))
+    """The keys of each step record that the card and the curves (rewards, KL, channel diagnostics) use."""
+    per_channel = ("mean_channel_{}", "zero_var_frac_{}", "influence_{}")  # viz.plot_training_curves' panels
+    keys = (*_HISTORY_KEYS, *(key.format(c) for key in per_channel for c in range(n_channels)))
     return [{k: record[k] for k in keys if k in record} for record in (history or ())]
 
 
