@@ -451,11 +451,19 @@ class GRPOTrainer:
               "(CLI: --resume-from latest)", file=sys.stderr)
 
     def save(self, path: str | Path) -> Path:
-        """Save the adapter (or full model) and the tokenizer to ``path``."""
+        """Save the adapter (or full model) and the tokenizer to ``path``.
+
+        An adapter gets our model card as ``README.md`` (in place of peft's
+        template) and the training record :func:`multireward_grpo.hub.push_adapter` reads.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        if self.config.use_lora:
+            from multireward_grpo.hub import write_trainer_card
+
+            write_trainer_card(path, self)
         return path
 
     def evaluate(self, prompts: Sequence[Any] | None = None, m: int = 4, *, seed: int = 1234):
