@@ -8,6 +8,11 @@ and the peak RSS of each, their ratios, and whether the targets are met. Run
 ``python benchmarks/trainer_bench.py --help`` for the flags and see the
 trainer section of benchmarks/README.md for what is measured.
 
+``--gpu`` runs the GPU section instead (``_trainer_gpu.py``): ours vs TRL on
+random-weight Qwen2.5-0.5B and 1.5B architectures in bfloat16 on CUDA, with
+step time, generation and training tokens/s, the update's model FLOPs
+utilization and the peak GPU memory; ``--tiny`` runs its code path on CPU.
+
 Exit status: 0 when every run of ours succeeded (a peer that cannot be
 installed or fails is reported and skipped), 1 when a run of ours failed,
 2 when this checkout's package cannot be imported.
@@ -98,8 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="runs of each trainer on workloads 21m and 21m-chat, interleaved (ours, TRL, 0.1.1, ours, "
                         "...); the step intervals of all rounds are pooled (default 3; --quick 1). Workload 0.5b "
                         "runs once")
-    p.add_argument("--json", type=Path, default=HERE / "results" / "trainer_latest.json", metavar="PATH",
-                   help="where to write all raw numbers (default benchmarks/results/trainer_latest.json)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="where to write all raw numbers (default benchmarks/results/trainer_latest.json; with --gpu "
+                        "or --tiny benchmarks/results/trainer_gpu_latest.json)")
     p.add_argument("--skip-trl", action="store_true", help="do not create/use the TRL venv; no TRL columns")
     p.add_argument("--skip-peer", action="store_true", help="do not use the 0.1.1 venv; no 0.1.1 columns")
     p.add_argument("--trl-one-pass", action="store_true",
@@ -119,7 +125,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(repeatable; to try a change; the default runs use none)")
     p.add_argument("--rebuild-models", action="store_true", help="rebuild the random models under benchmarks/.models")
     p.add_argument("--markdown", action="store_true", help="also print the result table as markdown")
+    add_gpu_arguments(p)
     args = p.parse_args(argv)
+    if args.json is None:
+        gpu = args.gpu or args.tiny
+        args.json = HERE / "results" / ("trainer_gpu_latest.json" if gpu else "trainer_latest.json")
+    if args.gpu_steps < 2:
+        p.error("--gpu-steps must be at least 2 (the first step is not timed)")
     try:
         args.ours_options = dict(_option(o) for o in args.ours_option)
     except ValueError as err:
@@ -130,6 +142,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 2:
         p.error("--steps must be at least 2 (the first step is not timed)")
     return args
+
+
+def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of the GPU section (see _trainer_gpu.py and the GPU section of benchmarks/README.md)."""
+    g = p.add_argument_group(
+        "GPU section", "ours vs TRL 1.16 (installed in this interpreter) on CUDA: random-weight Qwen2.5-0.5B and "
+        "Qwen2.5-1.5B architectures in bfloat16, LoRA r=16 on q/k/v/o, 8 prompts of ~200 tokens x 8 completions x "
+        "256 new tokens, HF generation for both; step time, generation and training tokens/s, update MFU, peak GPU "
+        "memory")
+    g.add_argument("--gpu", action="store_true", help="run the GPU section instead of the CPU workloads (needs CUDA)")
+    g.add_argument("--tiny", action="store_true",
+                   help="run the GPU section's code path on a 2-layer Qwen2 (2 prompts x 4 x 8 tokens), on CPU in "
+                        "float32 unless --device cuda: a smoke test whose times mean nothing")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="device of the GPU section (default auto: cuda when available)")
+    g.add_argument("--gpu-sizes", type=_gpu_sizes, default=["0.5b", "1.5b"],
+                   help="comma-separated GPU workloads, from 0.5b, 1.5b (default both)")
+    g.add_argument("--gpu-steps", type=int, default=3,
+                   help="training steps per GPU run; the median of the steps after the first is reported (default 3)")
+    g.add_argument("--gpu-micro", type=int, default=0,
+                   help="sequences per forward/backward pass of the loss, for both trainers (default 8; --tiny 4)")
+    g.add_argument("--gpu-timeout", type=float, default=600, metavar="SECONDS",
+                   help="limit of one GPU run (default 600)")
+    g.add_argument("--profile-dir", type=Path, default=None, metavar="DIR",
+                   help="profile ours' last step (which no timed interval covers) on the last workload: "
+                        "DIR/<workload>/profile_ops.txt (top operators of its update, torch.profiler) and "
+                        "profile_phases.json (seconds per phase of the step)")
+
+
+def _gpu_sizes(text: str) -> list[str]:
+    sizes = [tok.strip().lower() for tok in text.split(",") if tok.strip()]
+    if not sizes or any(s not in ("0.5b", "1.5b") for s in sizes):
+        raise argparse.ArgumentTypeError(f"choose GPU workloads from 0.5b, 1.5b; got {text!r}")
+    return sizes
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -521,6 +567,10 @@ def print_report(results: dict, markdown: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ours_version = check_ours()
+    if args.gpu or args.tiny:
+        import _trainer_gpu
+
+        return _trainer_gpu.main(args, COMMON)
     meta = machine_info() | {"ours_version": ours_version, "quick": args.quick, "sizes": args.sizes,
                              "threads": args.threads or "torch default", "ours_options": args.ours_options,
                              "trl_one_pass": args.trl_one_pass,

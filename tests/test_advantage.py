@@ -290,12 +290,13 @@ def test_an_invariant_to_positive_affine_map_of_weighted_sum(rewards, data):
     w = data.draw(_weights(rewards.shape[-1]))
     a = data.draw(st.floats(0.1, 10.0))
     b = data.draw(st.floats(-100.0, 100.0))
-    scalar = rewards @ w
-    if 0 < np.ptp(scalar, axis=1).min() < 1e-6 * (1 + np.abs(scalar).max()):
-        return  # a near-tie in w.r that the map can round into an exact tie
-    base = compute_advantage_batch(rewards, w, "an", eps=0.0)
     # scaling every channel by a and shifting every channel by b/sum(w) maps s -> a s + b
     mapped = a * rewards + b / w.sum()
+    for scalar in (rewards @ w, mapped @ w):
+        spread = np.ptp(scalar, axis=1)
+        if np.any((spread > 0) & (spread < 1e-6 * (1 + np.abs(scalar).max()))):
+            return  # a near-tie that rounding can turn into an exact tie, or an exact tie into a near-tie
+    base = compute_advantage_batch(rewards, w, "an", eps=0.0)
     np.testing.assert_allclose(compute_advantage_batch(mapped, w, "an", eps=0.0), base, atol=1e-6 * (1 + np.abs(base).max()))
 
 

@@ -195,6 +195,8 @@ def test_skipped_block_imports_resolve(code):
 def test_skipped_block_dry_runs_with_the_trainer_stubbed(code, sandbox, monkeypatch):
     import multireward_grpo as mg
 
+    if "multireward_grpo.hub import" in code:
+        pytest.skip("runs as written against a fake Hub in tests/test_hub.py::test_readme_hub_blocks_run_against_fakes")
     if "RunPodClient" in code:
         pytest.skip("runs as written in tests/test_runpod.py::test_readme_snippet_runs_as_written (fake API, real sshd)")
     assert "GRPOTrainer" in code, "a skipped block that does not train needs its own offline check here"

@@ -4,6 +4,7 @@
 - :mod:`~multireward_grpo.cli.common`: argument types, JSON output, progress bars;
 - :mod:`~multireward_grpo.cli.theory`: ``thm3-check``, ``analyze``, ``prop1/2/4``;
 - :mod:`~multireward_grpo.cli.train`: ``train`` and ``eval`` (imports torch only when run);
+- :mod:`~multireward_grpo.cli.hub`: ``push`` and ``pull`` (the Hugging Face Hub).
 - :mod:`~multireward_grpo.cli.runpod`: ``runpod run`` and ``runpod cleanup``.
 
 Each subcommand is a ``(name, help, add_arguments, run)`` entry in
@@ -68,6 +69,11 @@ _COMMANDS: list[_Command] = [
              lambda p: _train().add_train_arguments(p), lambda a: _train().run_train(a)),
     _Command("eval", "compare the base model and trained adapters on a held-out set (needs the llm extra)",
              lambda p: _train().add_eval_arguments(p), lambda a: _train().run_eval(a)),
+    _Command("push", "push a trained adapter or a rollout corpus to the Hugging Face Hub, with a generated card "
+             "(--dry-run writes the upload folder only; needs the data extra)",
+             lambda p: _hub().add_push_arguments(p), lambda a: _hub().run_push(a)),
+    _Command("pull", "download an adapter or a dataset repo from the Hugging Face Hub into a folder",
+             lambda p: _hub().add_pull_arguments(p), lambda a: _hub().run_pull(a)),
     _Command("runpod", "run a command on a RunPod cloud GPU (the pod is always deleted), or clean up pods left "
              "behind (runpod extra)", lambda p: _runpod().add_runpod_arguments(p), lambda a: _runpod().run_runpod(a)),
     _Command("prop1", "Prop 1: influence of each channel on AN/NA advantages, realized vs oracle",
@@ -83,6 +89,12 @@ def _train():
     from multireward_grpo.cli import train as _cli_train
 
     return _cli_train
+
+
+def _hub():
+    from multireward_grpo.cli import hub as _cli_hub
+
+    return _cli_hub
 
 
 def _runpod():

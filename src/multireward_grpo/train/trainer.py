@@ -454,13 +454,21 @@ class GRPOTrainer:
               "(CLI: --resume-from latest)", file=sys.stderr)
 
     def save(self, path: str | Path) -> Path:
-        """Save the adapter (or full model) and the tokenizer to ``path`` (only the main process writes)."""
+        """Save the adapter (or full model) and the tokenizer to ``path`` (only the main process writes).
+
+        An adapter gets our model card as ``README.md`` (in place of peft's
+        template) and the training record :func:`multireward_grpo.hub.push_adapter` reads.
+        """
         path = Path(path)
         if not self.processes.is_main:
             return path
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+        if self.config.use_lora:
+            from multireward_grpo.hub import write_trainer_card
+
+            write_trainer_card(path, self)
         return path
 
     def evaluate(self, prompts: Sequence[Any] | None = None, m: int = 4, *, seed: int = 1234):
@@ -504,11 +512,15 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ pieces of a step
 
-    def _sample(self, batch, positions):
-        """Completions of ``batch``, row ``j`` of slot ``p`` seeded from ``(seed, step, p, j)`` (rank-independent)."""
+    def _sample(self, batch, positions=None):
+        """Completions of ``batch``, row ``j`` of slot ``p`` seeded from ``(seed, step, p, j)`` (rank-independent).
+
+        ``positions`` are the slots of ``batch`` in the step's whole batch (default ``0 .. len(batch) - 1``).
+        """
         from multireward_grpo.train.rollout import render_prompts, sample_completions
 
         cfg = self.config
+        positions = range(len(batch)) if positions is None else positions
         self.model.eval()
         started = time.perf_counter()
         row_seeds = [_stable_seed(cfg.seed, "rollout", self.step, p, j) for p in positions for j in range(cfg.m)]
