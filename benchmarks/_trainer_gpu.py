@@ -127,15 +127,10 @@ def run_job(job: dict, workdir: Path, timeout: float) -> dict:
     job_path, result_path = workdir / f"{tag}.job.json", workdir / f"{tag}.result.json"
     job_path.write_text(json.dumps(job))
     env = dict(os.environ, PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
-    try:
-        proc = subprocess.run([sys.executable, str(WORKER), str(job_path), str(result_path)], capture_output=True,
-                              text=True, env=env, cwd=str(HERE), timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"impl": job["impl"], "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return {"impl": job["impl"], "error": f"worker rc={proc.returncode}: {last[:400]}"}
+    from _trainer_peers import call_worker
+
+    return call_worker([sys.executable, str(WORKER), str(job_path), str(result_path)], job, result_path,
+                       env=env, timeout=timeout)
 
 
 def trl_available() -> str | None:

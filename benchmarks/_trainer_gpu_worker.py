@@ -31,7 +31,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import _trainer_worker as base
@@ -291,22 +290,9 @@ def _run(job: dict, out: dict, tokenizer, rec, timer) -> dict:
     return out
 
 
-def main(job_path: str, result_path: str) -> int:
-    warnings.simplefilter("ignore")
-    with open(job_path) as fh:
-        job = json.load(fh)
-    try:
-        result = run(job)
-    except Exception as exc:  # noqa: BLE001 - one line in the report, not a traceback
-        result = {"impl": job.get("impl"), "error": f"{type(exc).__name__}: {exc}"[:2000]}
-    with open(result_path, "w") as fh:
-        json.dump(result, fh)
-    return 0 if "error" not in result else 3
-
-
 if __name__ == "__main__":
     for key, value in {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                        "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
                        "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(key, value)
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(base.main(sys.argv[1], sys.argv[2], run=run))

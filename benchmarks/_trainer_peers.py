@@ -119,9 +119,15 @@ def run_job(py: Path | str, job: dict, workdir: Path, timeout: float) -> dict:
                TOKENIZERS_PARALLELISM="false")
     if job.get("threads"):
         env.update(OMP_NUM_THREADS=str(job["threads"]), MKL_NUM_THREADS=str(job["threads"]))
+    return call_worker([str(py), str(WORKER), str(job_path), str(result_path)], job, result_path,
+                       env=env, timeout=timeout)
+
+
+def call_worker(argv: list[str], job: dict, result_path: Path, *, env: dict, timeout: float) -> dict:
+    """Run a worker command; its JSON result, or ``{"impl", "error"}`` with the last line of its stderr."""
     try:
-        proc = subprocess.run([str(py), str(WORKER), str(job_path), str(result_path)], capture_output=True,
-                              text=True, env=env, cwd=str(HERE), timeout=timeout, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(HERE), timeout=timeout,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"impl": job["impl"], "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     if result_path.exists():

@@ -291,7 +291,8 @@ def run(job: dict) -> dict:
     return out
 
 
-def main(job_path: str, result_path: str) -> int:
+def main(job_path: str, result_path: str, run=run) -> int:
+    """Run the job in ``job_path`` with ``run`` and write its result (or a one-line error) to ``result_path``."""
     warnings.simplefilter("ignore")
     with open(job_path) as fh:
         job = json.load(fh)
