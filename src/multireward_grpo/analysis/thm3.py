@@ -655,7 +655,7 @@ def _degenerate_notes(sums: dict, n_groups: int, share_warn: float) -> tuple:
         notes.append(f"AN's scalar w.r is constant in {an_constant} of {n_groups} groups (all AN advantages 0 "
                      "there): AN's MSE is (tau2/m) x the share of the other groups, not tau2/m")
     for note in notes[: len(notes) - (1 if an_constant else 0)]:
-        warnings.warn(note, RuntimeWarning, stacklevel=4)
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
     return tuple(notes)
 
 
