@@ -69,10 +69,13 @@ __all__ = [
 OFFDIAG_METHODS = ("resample", "gaussian", "fisher", "none")
 """How :func:`expected_group_correlation` gets the off-diagonal ``E_m[Chat_lk]``."""
 
-DEFAULT_N_PARTITIONS = 16
-"""Random partitions of each prompt's rollouts for ``offdiag="resample"``: 16
-partitions of ``K`` groups give ``16 K`` groups per prompt, whose average has a
-sampling error well below that of the realized MSE (``K`` groups)."""
+DEFAULT_N_PARTITIONS = 4
+"""Random partitions of each prompt's rollouts for ``offdiag="resample"``: 4
+partitions of ``K`` groups give ``4 K`` groups per prompt. ``w' Chat w`` varies
+far less across groups than ``ghat^2`` (a chi-square-like value with relative
+variance ~2), so the resampled law's sampling error is well below that of the
+realized MSE (``K`` groups); each partition costs about one pass of the
+analysis."""
 
 
 def constant_group_probability(values, m: int) -> np.ndarray:
@@ -98,13 +101,30 @@ def constant_group_probability(values, m: int) -> np.ndarray:
     m = check_int("m", m, 2)
     if m > N:
         raise ValueError(f"m={m} is larger than the {N} values given")
-    flat = values.reshape(-1, N)
+    flat = np.sort(values.reshape(-1, N), axis=1)
+    out = np.zeros(flat.shape[0])
+    # only rows holding a run of >= m equal values contribute (none for continuous values)
+    candidates = np.flatnonzero(np.any(flat[:, m - 1:] == flat[:, : N - m + 1], axis=1))
+    if candidates.size:
+        out[candidates] = _tied_share(flat[candidates], m)
+    return out.reshape(values.shape[:-1])
+
+
+def _tied_share(flat: np.ndarray, m: int) -> np.ndarray:
+    """``sum over runs of n (n-1) ... (n-m+1) / (N (N-1) ... (N-m+1))`` per sorted row of ``flat`` (rows, N)."""
+    rows, N = flat.shape
+    starts = np.ones_like(flat, dtype=bool)  # a run starts at column 0 or where the value changes
+    starts[:, 1:] = flat[:, 1:] != flat[:, :-1]
+    row_of_start, col_of_start = np.nonzero(starts)
+    ends = np.append(col_of_start[1:], N)
+    ends[np.append(row_of_start[1:] != row_of_start[:-1], True)] = N  # a row's last run ends at N
+    counts = (ends - col_of_start).astype(np.float64)
+    tied = counts >= m
     steps = np.arange(m)
-    out = np.empty(flat.shape[0])
-    for i, row in enumerate(flat):
-        counts = np.unique(row, return_counts=True)[1]
-        counts = counts[counts >= m].astype(np.float64)
-        out[i] = np.prod((counts[:, None] - steps) / (N - steps), axis=1).sum() if counts.size else 0.0
+    terms = np.prod((counts[tied, None] - steps) / (N - steps), axis=1)
+    out = np.zeros(rows)
+    np.add.at(out, row_of_start[tied], terms)
+    return out
     return out.reshape(values.shape[:-1])
 
 
@@ -130,19 +150,22 @@ def prompt_correlation(rollouts, *, eps: float = 1e-8) -> np.ndarray:
 
 
 def _closed_form_offdiag(C: np.ndarray, m: int, method: str) -> np.ndarray:
-    """``E_m[Chat]`` off the diagonal from ``C`` (P, R, R) by Hotelling or Fisher, per prompt."""
-    from multireward_grpo.analysis.thm3 import expected_sample_correlation, fisher_expected_correlation
+    """``E_m[Chat]`` from ``C`` (P, R, R) elementwise, by Hotelling's exact Gaussian expectation or Fisher's.
 
-    expected = fisher_expected_correlation if method == "fisher" else expected_sample_correlation
-    out = np.empty_like(C)
-    for p, Cp in enumerate(C):
-        constant = np.diag(Cp) < 0.5  # a channel constant over the whole prompt (0 diagonal)
-        # a valid correlation matrix: unit diagonal (eps leaves it a hair below 1), constant rows 0 off it
-        full = np.clip((Cp + Cp.T) / 2.0, -1.0, 1.0)
-        np.fill_diagonal(full, 1.0)
-        out[p] = expected(full, m)
-        out[p][constant, :] = 0.0
-        out[p][:, constant] = 0.0
+    Hotelling: ``E[r] = rho G 2F1(1/2, 1/2; (m+1)/2; rho^2)`` with
+    ``G = Gamma(m/2)^2 / (Gamma((m-1)/2) Gamma((m+1)/2))`` (as
+    :func:`~multireward_grpo.analysis.thm3.expected_sample_correlation`, here for
+    all prompts at once). Rows of a channel constant over the prompt stay 0.
+    """
+    from scipy.special import gammaln, hyp2f1
+
+    rho = np.clip((C + C.transpose(0, 2, 1)) / 2.0, -1.0, 1.0)
+    if method == "fisher":
+        return rho - rho * (1.0 - rho**2) / (2.0 * m)
+    G = np.exp(2 * gammaln(m / 2) - gammaln((m - 1) / 2) - gammaln((m + 1) / 2))
+    interior = np.abs(rho) < 1.0 - 1e-12  # |rho| = 1 gives r = rho exactly
+    out = rho.copy()
+    out[interior] = rho[interior] * G * hyp2f1(0.5, 0.5, (m + 1) / 2, rho[interior] ** 2)
     return out
 
 
@@ -194,7 +217,12 @@ def expected_group_correlation(rollouts, m: int, *, offdiag: str = "resample",
         raise ValueError(f"the {N} rollouts per prompt do not split into groups of m={m}")
     check_choice("offdiag", offdiag, OFFDIAG_METHODS)
     check_int("n_partitions", n_partitions, 1)
-    C = prompt_correlation(rollouts, eps=eps)
+    return _expected(rollouts, m, prompt_correlation(rollouts, eps=eps), offdiag, n_partitions, rng, eps)
+
+
+def _expected(rollouts, m, C, offdiag, n_partitions, rng, eps) -> np.ndarray:
+    """:func:`expected_group_correlation` from checked inputs and the prompts' correlation ``C`` (P, R, R)."""
+    R = rollouts.shape[-1]
     if offdiag == "none":
         return C
     if offdiag == "resample":
@@ -234,8 +262,10 @@ def population_law(rewards_pkmr, w, *, tau2, offdiag: str = "resample", n_partit
     w = np.asarray(w, dtype=np.float64)
     tau2 = np.broadcast_to(np.asarray(tau2, dtype=np.float64), (P,))
     rollouts = rewards.reshape(P, K * m, R)
-    expected = expected_group_correlation(rollouts, m, offdiag=offdiag, n_partitions=n_partitions, rng=rng, eps=eps)
+    check_choice("offdiag", offdiag, OFFDIAG_METHODS)
+    check_int("n_partitions", n_partitions, 1)
     C = prompt_correlation(rollouts, eps=eps)
+    expected = _expected(rollouts, m, C, offdiag, n_partitions, rng, eps)
     # Scaling by a power of two is exact, so ties of w . r survive it and w . r stays finite at any reward scale.
     top = np.max(np.abs(rollouts))
     scale = 2.0 ** -np.frexp(top)[1] if top > 0 else 1.0

@@ -54,8 +54,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                         help="population law: off-diagonal E_m[Chat] by resampling each prompt's rollouts into groups "
                              "of m (any marginals), or from the prompt's correlation C_p with the exact Gaussian "
                              "(Hotelling) or Fisher correction (default resample); the diagonal is always exact")
-    parser.add_argument("--n-partitions", type=integer(1), default=16,
-                        help="random partitions per prompt for --population-offdiag resample (default 16)")
+    parser.add_argument("--n-partitions", type=integer(1), default=4,
+                        help="random partitions per prompt for --population-offdiag resample (default 4)")
     parser.add_argument("--constant-share-warn", type=number(0.0, 1.0), default=0.5,
                         help="warn when a channel is constant in more than this share of the groups (default 0.5)")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write PNG plots into DIR (needs the viz extra)")
