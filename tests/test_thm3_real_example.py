@@ -51,7 +51,7 @@ def test_readme_real_generation_example_runs_on_a_tiny_model(tmp_path, monkeypat
     header = json.loads(corpus_file.read_text().splitlines()[0])
     backend = header["metadata"]["backend"]
     assert backend["score_projection"]["method"] == "central_finite_difference"
-    assert backend["reward"]["function"].endswith("math_with_raw_length")
+    assert backend["reward"]["function"].endswith("math_and_more")
     assert all("scores" in json.loads(line) for line in corpus_file.read_text().splitlines()[1:])
     commands = [line[2:] for line in section.splitlines() if line.startswith("$ multireward-grpo analyze")]
     assert len(commands) >= 2

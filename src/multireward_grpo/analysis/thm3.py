@@ -39,6 +39,30 @@ two where they would overflow or underflow, so rewards at any float64 scale
 variance that underflowed. A statistic that is still not finite (a reported
 MSE beyond the float64 range) raises ``ValueError``.
 
+Which ratio tests the law. With simulated scores ``predicted`` is the
+expectation of the realized MSE given the very rewards analysed, so
+``ratio_pooled`` is ~1 for ANY reward tensor: it checks the score model, not
+Theorem 3. The law is tested by ``population_ratio_pooled``: realized over
+``population_law``, the MSE predicted from each prompt's rollout
+distribution with the finite-m expectation of the within-group correlation
+(:mod:`multireward_grpo.analysis.population`: exact diagonal including
+constant groups, off-diagonals resampled or from Hotelling / Fisher), next
+to the same law without the finite-m correction
+(``population_law_no_correction``), which fails on small groups.
+
+Real scores. ``scores`` may hold real score projections
+(:mod:`multireward_grpo.generation.scores`). Their mean given the rewards
+is no longer 0 when they depend on the rewards (``ghat`` then has the mean
+``ghat_mean``, the policy gradient along the direction), so with
+``tau2=None`` the realized MSE is the variance of ``ghat`` across seeds
+(ddof 1), ``tau2`` is estimated per prompt, and
+``score_reward_correlation`` checks the independence the theorem assumes.
+
+Degenerate data. Channels constant in more than ``constant_share_warn`` of
+the groups are warned about; groups whose AN scalar ``w . r`` is constant
+(all AN advantages 0) are counted (``an_constant_groups``) with AN's law
+given them (``an_law_constant_adjusted``).
+
 Intervals (``ratio_ci``): the pooled ratio's percentile bootstrap interval,
 by default two-level (prompts, then seeds within each resampled prompt; see
 :func:`~multireward_grpo.analysis._stats.two_level_ratio_ci`), which keeps the
