@@ -167,6 +167,14 @@ def test_channels_on_a_corpus_file(tmp_path, capsys):
     assert f"{picked[0]:>10}" in out
     assert main(["analyze", str(path), "--channels", "nope"]) == 2
     assert "not in this corpus" in capsys.readouterr().err
+    pytest.importorskip("pyarrow")
+    from multireward_grpo.generation import load_corpus
+
+    parquet = save_corpus(load_corpus(path), tmp_path / "c.parquet")
+    assert main(["analyze", str(parquet), "--json", "--n-resamples", "0", "--no-progress",
+                 "--channels", ",".join(picked)]) == 0
+    (again,) = json.loads(capsys.readouterr().out)["results"]
+    assert again["realized"] == result["realized"]
 
 
 def test_analyze_uses_stored_scores(tmp_path, capsys):

@@ -274,15 +274,9 @@ def _read_rollouts(path: str, channels, nan_policy: str):
     from multireward_grpo.generation import load_corpus, load_rollouts
     from multireward_grpo.generation.corpus import MissingRewardError, RolloutFileError
 
+    if channels and _has_corpus_header(Path(path)):
+        return load_corpus(path, nan_policy=nan_policy).with_channels(channels)
     if channels:
-        try:
-            corpus = load_corpus(path, nan_policy=nan_policy)
-        except (RolloutFileError, MissingRewardError):
-            raise
-        except (ValueError, KeyError):
-            return load_rollouts(path, channels=channels, nan_policy=nan_policy).to_corpus()
-        if all(c in corpus.channel_names for c in channels) or "prompt_idx_values" not in corpus.metadata:
-            return corpus.with_channels(channels)  # a corpus file: pick its channels
         return load_rollouts(path, channels=channels, nan_policy=nan_policy).to_corpus()
     try:
         return load_corpus(path, nan_policy=nan_policy)
@@ -296,6 +290,28 @@ def _read_rollouts(path: str, channels, nan_policy: str):
         except (ValueError, KeyError) as rollouts_error:
             raise ValueError(f"could not read {path} as a corpus ({corpus_error}) nor as a rollout table "
                              f"({rollouts_error})") from None
+
+
+def _has_corpus_header(path: Path) -> bool:
+    """Whether ``path`` is one of our corpus files (a header line, or the header in Parquet metadata)."""
+    import json
+
+    from multireward_grpo.generation.corpus import FORMAT, PARQUET_KEY
+
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return PARQUET_KEY in (pq.read_schema(path).metadata or {})
+        except Exception:  # not Parquet, no pyarrow: the loader then says what is wrong
+            return False
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        header = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("format") == FORMAT
 
 
 def _tensor(corpus, m: int, drop_incomplete: bool):
