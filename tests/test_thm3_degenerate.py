@@ -188,3 +188,21 @@ def test_analyze_uses_stored_scores(tmp_path, capsys):
     assert main(["analyze", str(path), "--json", "--n-resamples", "0", "--no-progress", "--simulated-scores"]) == 0
     (result,) = json.loads(capsys.readouterr().out)["results"]
     assert result["score_source"] == "simulated"
+
+
+def test_drop_incomplete_keeps_the_scores_of_the_prompts_it_keeps(tmp_path, capsys):
+    from multireward_grpo.generation import load_corpus, pack_scores
+
+    full = load_corpus(_corpus(tmp_path, scores=True))
+    partial = Corpus(**{**{k: getattr(full, k) for k in ("prompts", "golds", "channel_names", "seed_indices",
+                                                        "m_grid", "subsample_from_max", "metadata")},
+                        "groups": {k: a for k, a in full.groups.items() if k != (1, 3, 4)},
+                        "scores": {k: g for k, g in full.scores.items() if k != (1, 3, 4)}})
+    path = save_corpus(partial, tmp_path / "partial.jsonl")
+    assert main(["analyze", str(path), "--n-resamples", "0", "--no-progress"]) == 2  # a missing seed: refused
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--json", "--n-resamples", "0", "--no-progress", "--drop-incomplete"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["P"] == 3 and result["score_source"] == "given"
+    kept = pack_scores(full, 4, prompts=[0, 2, 3])
+    np.testing.assert_allclose(result["tau2_per_prompt"], kept.reshape(3, -1).var(axis=1, ddof=1), rtol=1e-12)

@@ -314,30 +314,35 @@ def _has_corpus_header(path: Path) -> bool:
     return isinstance(header, dict) and header.get("format") == FORMAT
 
 
-def _tensor(corpus, m: int, drop_incomplete: bool):
+def _kept_prompts(corpus, m: int, drop_incomplete: bool):
+    """Prompt positions to analyse at size ``m``: all, or (``drop_incomplete``) those with every seed and finite rewards."""
     import numpy as np
 
     from multireward_grpo.generation import pack_for_analysis
 
     if not drop_incomplete:
-        return pack_for_analysis(corpus, m=m)
-    rewards = pack_for_analysis(corpus, m=m, prompts=corpus.complete_prompts(m))
-    keep = np.all(np.isfinite(rewards), axis=(1, 2, 3))
-    if not keep.any():
+        return None
+    complete = corpus.complete_prompts(m)
+    rewards = pack_for_analysis(corpus, m=m, prompts=complete) if complete else np.zeros((0, 1, m, corpus.R))
+    keep = [p for p, ok in zip(complete, np.all(np.isfinite(rewards), axis=(1, 2, 3))) if ok]
+    if not keep:
         raise ValueError(f"no prompt has every seed and finite rewards at m={m}")
-    return rewards[keep]
+    return keep
+
+
+def _tensor(corpus, m: int, drop_incomplete: bool):
+    from multireward_grpo.generation import pack_for_analysis
+
+    return pack_for_analysis(corpus, m=m, prompts=_kept_prompts(corpus, m, drop_incomplete))
 
 
 def _scores(corpus, sizes, drop_incomplete: bool):
-    """m -> (P, K, m) real score projections of the corpus, or None when it stores none."""
+    """m -> (P, K, m) real score projections of the corpus (of the prompts analysed), or None when it stores none."""
     from multireward_grpo.generation import pack_scores
 
     if not corpus.scores:
         return None
-    if drop_incomplete:
-        raise ValueError("--drop-incomplete cannot be combined with the corpus's score projections; "
-                         "pass --simulated-scores to use simulated ones")
-    return {m: pack_scores(corpus, m) for m in sizes}
+    return {m: pack_scores(corpus, m, prompts=_kept_prompts(corpus, m, drop_incomplete)) for m in sizes}
 
 
 def run_analyze(args: argparse.Namespace) -> int:
