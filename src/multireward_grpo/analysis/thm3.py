@@ -39,6 +39,30 @@ two where they would overflow or underflow, so rewards at any float64 scale
 variance that underflowed. A statistic that is still not finite (a reported
 MSE beyond the float64 range) raises ``ValueError``.
 
+Which ratio tests the law. With simulated scores ``predicted`` is the
+expectation of the realized MSE given the very rewards analysed, so
+``ratio_pooled`` is ~1 for ANY reward tensor: it checks the score model, not
+Theorem 3. The law is tested by ``population_ratio_pooled``: realized over
+``population_law``, the MSE predicted from each prompt's rollout
+distribution with the finite-m expectation of the within-group correlation
+(:mod:`multireward_grpo.analysis.population`: exact diagonal including
+constant groups, off-diagonals resampled or from Hotelling / Fisher), next
+to the same law without the finite-m correction
+(``population_law_no_correction``), which fails on small groups.
+
+Real scores. ``scores`` may hold real score projections
+(:mod:`multireward_grpo.generation.scores`). Their mean given the rewards
+is no longer 0 when they depend on the rewards (``ghat`` then has the mean
+``ghat_mean``, the policy gradient along the direction), so with
+``tau2=None`` the realized MSE is the variance of ``ghat`` across seeds
+(ddof 1), ``tau2`` is estimated per prompt, and
+``score_reward_correlation`` checks the independence the theorem assumes.
+
+Degenerate data. Channels constant in more than ``constant_share_warn`` of
+the groups are warned about; groups whose AN scalar ``w . r`` is constant
+(all AN advantages 0) are counted (``an_constant_groups``) with AN's law
+given them (``an_law_constant_adjusted``).
+
 Intervals (``ratio_ci``): the pooled ratio's percentile bootstrap interval,
 by default two-level (prompts, then seeds within each resampled prompt; see
 :func:`~multireward_grpo.analysis._stats.two_level_ratio_ci`), which keeps the
@@ -68,7 +92,8 @@ from multireward_grpo.advantage import (
     parse_conditioning,
 )
 from multireward_grpo._matrices import validate_correlation
-from multireward_grpo._validate import check_choice, check_int
+from multireward_grpo._validate import check_choice, check_float, check_int
+from multireward_grpo.analysis.population import DEFAULT_N_PARTITIONS, population_law
 from multireward_grpo.analysis._stats import (
     CI_METHODS,
     bootstrap_ratio_ci,
@@ -84,6 +109,8 @@ __all__ = [
 ]
 
 _DEFAULT_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CONSTANT_SHARE_WARN = 0.5
+"""Share of groups above which a constant channel is warned about (``constant_share_warn``)."""
 DEFAULT_CI_MIN_PROMPTS = 10
 """Fewest prompts for ``ci_method="prompts"``: resampling prompts alone gives a
 zero-width interval at P = 1, and its nominal 95% interval covers ~74% at
@@ -156,6 +183,38 @@ class Thm3Result:
     """``(tau2/m) w' E[Chat] w`` with Fisher's 1/m correction of ``population_C``."""
     predicted_population_exact: float | None = None
     """``(tau2/m) w' E[Chat] w`` with the exact expectation for Gaussian channels."""
+    an_constant_groups: int = 0
+    """Groups whose AN scalar ``w . r`` is constant (all AN advantages 0)."""
+    an_law_constant_adjusted: float = float("nan")
+    """``(tau2/m) (1 - an_constant_groups / n_groups)`` (per prompt, averaged): AN's law given those groups."""
+    score_source: str = "simulated"
+    """``"simulated"`` (``N(0, tau2)`` from ``score_seed``) or ``"given"`` (the ``scores`` argument)."""
+    realized_estimator: str = "second_moment"
+    """``"second_moment"`` (``mean_k ghat^2``) or ``"variance"`` (ddof 1 across seeds): see :func:`analyze`."""
+    tau2_per_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """(P,) score variance per prompt (estimated from real scores, else ``tau2``)."""
+    ghat_mean: dict = field(default_factory=dict)
+    """mode -> (P,) mean of ``ghat`` across seeds: 0 in expectation for simulated scores; with real scores
+    that depend on the rewards, the policy gradient along ``v``."""
+    ghat_mean_pooled: dict = field(default_factory=dict)
+    """mode -> (mean, standard error) of ``ghat`` over all groups."""
+    score_reward_correlation: np.ndarray | None = None
+    """(R,) pooled within-prompt correlation of given scores with each channel (Theorem 3 assumes 0)."""
+    population_law: dict = field(default_factory=dict)
+    """mode ("na", "an") -> (P,) population-law MSE from each prompt's own rollouts
+    (:mod:`~multireward_grpo.analysis.population`): the prediction that tests the law."""
+    population_law_no_correction: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """(P,) ``(tau2/m) w' C_p w``: the NA law without the finite-m correction (the m -> inf limit)."""
+    population_expected_C: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(R, R) ``E_m[Chat]`` of the population law, averaged over prompts."""
+    population_offdiag: str = "resample"
+    """How the population law got the off-diagonal ``E_m[Chat]``."""
+    population_ratio_per_prompt: dict = field(default_factory=dict)
+    """law ("na", "an", "na_no_correction") -> (P,) realized / population law."""
+    population_ratio_pooled: dict = field(default_factory=dict)
+    """law -> pooled realized / population law."""
+    population_ratio_ci: dict = field(default_factory=dict)
+    """law -> (low, high) bootstrap interval of the pooled population ratio (method ``ci_method``)."""
 
     @property
     def n_groups(self) -> int:
@@ -304,8 +363,9 @@ def _validate(rewards, w, tau2, scores, C, modes):
             f"rewards must be finite; found {rewards[tuple(bad)]} at prompt {bad[0]}, seed {bad[1]}, "
             f"rollout {bad[2]}, channel {bad[3]}. Drop or re-score the prompts with missing rewards"
         )
-    if not (np.isfinite(tau2) and tau2 > 0):
-        raise ValueError(f"tau2 (score variance) must be a positive number, got {tau2!r}")
+    if tau2 is not None and not (isinstance(tau2, (int, float, np.integer, np.floating))
+                                 and not isinstance(tau2, (bool, np.bool_)) and np.isfinite(tau2) and tau2 > 0):
+        raise ValueError(f"tau2 (score variance) must be a positive number or None, got {tau2!r}")
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (P, K, m):
@@ -343,8 +403,9 @@ def analyze(
     w,
     score_seed: int = 0,
     *,
-    tau2: float = 1.0,
+    tau2: float | None = None,
     scores=None,
+    realized_estimator: str = "auto",
     modes: Sequence[str] = ("na", "an"),
     conditioning=None,
     eps: float = 1e-8,
@@ -353,6 +414,9 @@ def analyze(
     confidence_level: float = 0.95,
     ci_method: str = "two_level",
     ci_min_prompts: int = DEFAULT_CI_MIN_PROMPTS,
+    population_offdiag: str = "resample",
+    n_partitions: int = DEFAULT_N_PARTITIONS,
+    constant_share_warn: float = DEFAULT_CONSTANT_SHARE_WARN,
     chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> Thm3Result:
@@ -366,12 +430,24 @@ def analyze(
     w : (R,) array
         Objective weights.
     score_seed : int
-        Seed of the simulated scores and of the bootstrap.
-    tau2 : float
-        Variance of the score projections ``g``.
+        Seed of the simulated scores, of the bootstrap and of the
+        population law's resampling.
+    tau2 : float or None
+        Variance of the score projections ``g``. None (default): 1 for
+        simulated scores; with ``scores`` given, estimated per prompt as the
+        variance (ddof 1) of its ``K m`` scores (``tau2_per_prompt``).
     scores : (P, K, m) array, optional
-        Your own score projections instead of simulated ``N(0, tau2)`` ones
-        (``tau2`` should then be their variance).
+        Your own score projections instead of simulated ``N(0, tau2)`` ones,
+        e.g. real ones (:mod:`multireward_grpo.generation.scores`).
+    realized_estimator : {"auto", "second_moment", "variance"}
+        The realized MSE per prompt: ``"second_moment"`` ``mean_k ghat^2``
+        (unbiased when the true mean of ``ghat`` is 0, as it is for
+        simulated scores by construction); ``"variance"`` the variance of
+        ``ghat`` across the ``K`` seeds with ddof 1 (unbiased whatever the
+        mean: real scores that depend on the rewards give ``ghat`` a nonzero
+        mean, the policy gradient itself, reported in ``ghat_mean``).
+        ``"auto"``: ``"variance"`` when ``scores`` are given and ``tau2`` is
+        None (real scores), else ``"second_moment"``.
     modes : sequence of str
         Estimators to analyse; ``"na"`` and ``"an"`` are always included.
         Batch-level estimators (``"gdpo"``) are refused.
@@ -410,6 +486,17 @@ def analyze(
         :data:`DEFAULT_CI_MIN_PROMPTS` = 10); below it the intervals are
         ``(nan, nan)`` with a ``RuntimeWarning`` (and a line in ``notes``).
         Not used by ``"two_level"``.
+    population_offdiag : {"resample", "gaussian", "fisher"}
+        How the population law gets the off-diagonal ``E_m[Chat]`` (see
+        :mod:`multireward_grpo.analysis.population`); its diagonal is always
+        the exact expectation including constant groups.
+    n_partitions : int
+        Random partitions per prompt for ``population_offdiag="resample"``.
+    constant_share_warn : float
+        Warn (``RuntimeWarning`` and a line in ``notes``) when a channel is
+        constant in more than this share of the groups (default
+        :data:`DEFAULT_CONSTANT_SHARE_WARN` = 0.5): its ``z`` is then mostly
+        0 and NA's law speaks about little data.
     chunk_bytes : int
         Work is done on slices of prompts of about this many bytes.
     progress : callable(done, total), optional
@@ -431,22 +518,32 @@ def analyze(
     for rule in rules:
         rule.check_channels(rewards.shape[-1])
     _check_interval_options(n_resamples, confidence_level, ci_method, ci_min_prompts)
+    check_choice("realized_estimator", realized_estimator, REALIZED_ESTIMATORS)
+    check_choice("population_offdiag", population_offdiag, ("resample", "gaussian", "fisher"))
+    check_int("n_partitions", n_partitions, 1)
+    check_float("constant_share_warn", constant_share_warn, minimum=0.0, maximum=1.0)
     options = EstimatorOptions(eps=eps)  # validates eps the way the estimators do
     P, K, m, R = rewards.shape
-    score_rng, boot_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(score_seed).spawn(2))
-    sums = _accumulate(rewards, w, scores, rules, modes, options=options, tau2=tau2, score_rng=score_rng,
-                       chunk_bytes=chunk_bytes, progress=progress)
-    realized = {mode: sums["ghat_sq"][mode].mean(axis=1) for mode in modes}
+    tau2_p = _tau2_per_prompt(tau2, scores, P)
+    if realized_estimator == "auto":
+        realized_estimator = "variance" if scores is not None and tau2 is None else "second_moment"
+    score_rng, boot_rng, pop_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(score_seed).spawn(3))
+    population = {"offdiag": population_offdiag, "n_partitions": n_partitions, "rng": pop_rng}
+    sums = _accumulate(rewards, w, scores, rules, modes, options=options, tau2=tau2_p, score_rng=score_rng,
+                       population=population, chunk_bytes=chunk_bytes, progress=progress)
+    cells = {mode: _realized_cells(sums["ghat"][mode], realized_estimator) for mode in modes}
+    realized = {mode: cells[mode].mean(axis=1) for mode in modes}
     predicted = {mode: sums["predicted"][mode].mean(axis=1) for mode in modes}
     _require_finite_mse(realized, predicted)
     C_prompt = sums["sum_C_prompt"] / K
     pooled_C = C_prompt.mean(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_per_prompt = {mode: realized[mode] / predicted[mode] for mode in modes}
-    ratio_ci, notes = _ratio_intervals(
-        sums["ghat_sq"], sums["predicted"], method=ci_method, n_resamples=n_resamples,
-        confidence_level=confidence_level, min_prompts=ci_min_prompts, rng=boot_rng,
-    )
+    interval_options = dict(method=ci_method, n_resamples=n_resamples, confidence_level=confidence_level,
+                            min_prompts=ci_min_prompts, rng=boot_rng)
+    ratio_ci, notes = _ratio_intervals(cells, sums["predicted"], **interval_options)
+    law = _population_summary(cells, sums["population"], K, interval_options)
+    notes = notes + _degenerate_notes(sums, P * K, constant_share_warn)
     return Thm3Result(
         m=m,
         P=P,
@@ -454,12 +551,12 @@ def analyze(
         w=w.copy(),
         realized_an=realized["an"],
         realized_na=realized["na"],
-        predicted_per_prompt=tau2 / m * np.einsum("i,pij,j->p", w, C_prompt, w),
-        predicted_pooled=float(tau2 / m * w @ pooled_C @ w),
+        predicted_per_prompt=tau2_p / m * np.einsum("i,pij,j->p", w, C_prompt, w),
+        predicted_pooled=float(np.mean(tau2_p) / m * w @ pooled_C @ w),
         influence_an=sums["influence"]["an"] / (P * K),
         influence_na=sums["influence"]["na"] / (P * K),
         pooled_C=pooled_C,
-        tau2=float(tau2),
+        tau2=float(np.mean(tau2_p)),
         modes=modes,
         realized=realized,
         predicted=predicted,
@@ -470,28 +567,141 @@ def analyze(
         confidence_level=confidence_level,
         ci_method=ci_method,
         notes=notes,
-        an_law=tau2 / m,
+        an_law=float(np.mean(tau2_p)) / m,
         degenerate_groups=sums["degenerate"],
         conditioning=rules,
         population_C=C,
-        **_population_predictions(C, w, m, tau2),
+        **_population_predictions(C, w, m, float(np.mean(tau2_p))),
+        an_constant_groups=int(sums["an_constant"].sum()),
+        an_law_constant_adjusted=float(np.mean(tau2_p / m * (1.0 - sums["an_constant"] / K))),
+        score_source="simulated" if scores is None else "given",
+        realized_estimator=realized_estimator,
+        tau2_per_prompt=tau2_p.copy(),
+        ghat_mean={mode: sums["ghat"][mode].mean(axis=1) for mode in modes},
+        ghat_mean_pooled={mode: _pooled_mean(sums["ghat"][mode]) for mode in modes},
+        score_reward_correlation=None if scores is None else score_reward_correlation(scores, rewards),
+        **law,
     )
 
 
-def _accumulate(rewards, w, scores, rules, modes, *, options, tau2, score_rng, chunk_bytes, progress) -> dict:
-    """Per-group ``ghat^2`` and predictions, and the sums over groups, chunk by chunk.
+REALIZED_ESTIMATORS = ("auto", "second_moment", "variance")
+"""Estimators of the realized MSE: see :func:`analyze`."""
 
-    Returns a dict: ``ghat_sq`` and ``predicted`` (mode -> (P, K)),
-    ``influence`` (mode -> (R,) sum over groups), ``sum_C_prompt`` (P, R, R)
-    and ``degenerate`` (R,) int.
+
+def _tau2_per_prompt(tau2, scores, P: int) -> np.ndarray:
+    """(P,) score variances: ``tau2`` itself, 1 by default, or each prompt's ddof-1 variance of its scores."""
+    if tau2 is not None:
+        return np.full(P, float(tau2))
+    if scores is None:
+        return np.ones(P)
+    var = scores.reshape(P, -1).var(axis=1, ddof=1)
+    if not np.all(var > 0):
+        bad = int(np.flatnonzero(~(var > 0))[0])
+        raise ValueError(f"the scores of prompt {bad} are all equal, so their variance tau2 is 0; "
+                         "pass tau2= or check the score projections")
+    return var
+
+
+def _realized_cells(ghat: np.ndarray, estimator: str) -> np.ndarray:
+    """(P, K) values whose mean over seeds is the realized MSE: ``ghat^2`` or ddof-1 squared deviations."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if estimator == "variance":
+            K = ghat.shape[1]
+            return (ghat - ghat.mean(axis=1, keepdims=True)) ** 2 * (K / (K - 1.0))
+        return ghat**2
+
+
+def _pooled_mean(ghat: np.ndarray) -> tuple[float, float]:
+    """``(mean, standard error)`` of ``ghat`` over all groups; the SE from the spread across prompts' seeds."""
+    P, K = ghat.shape
+    within = ghat.var(axis=1, ddof=1).mean() / (P * K)  # seeds are the replicates; prompts may differ in mean
+    return float(ghat.mean()), float(np.sqrt(within))
+
+
+def score_reward_correlation(scores, rewards) -> np.ndarray:
+    """Pooled within-prompt correlation of the scores with each reward channel.
+
+    Parameters
+    ----------
+    scores : (P, K, m) array
+    rewards : (P, K, m, R) array
+
+    Returns
+    -------
+    (R,) array
+        ``sum (g - gbar_p)(r - rbar_p) / sqrt(sum (g - gbar_p)^2 sum (r - rbar_p)^2)``
+        over all rollouts, centring by each prompt's mean; NaN for a channel
+        constant within every prompt. Theorem 3 assumes 0; with ``N``
+        rollouts and ``P`` prompts its standard error under independence is
+        about ``1 / sqrt(N - P)``.
+    """
+    P = rewards.shape[0]
+    R = rewards.shape[-1]
+    g = np.asarray(scores, dtype=np.float64).reshape(P, -1)
+    r = np.asarray(rewards, dtype=np.float64).reshape(P, -1, R)
+    g = g - g.mean(axis=1, keepdims=True)
+    r = r - r.mean(axis=1, keepdims=True)
+    cov = np.einsum("pn,pnr->r", g, r)
+    scale = np.sqrt(np.sum(g**2) * np.sum(r**2, axis=(0, 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, cov / scale, np.nan)
+
+
+def _population_summary(cells: dict, population: dict, K: int, interval_options: dict) -> dict:
+    """Thm3Result fields of the population law: per-prompt laws, ratios and their intervals."""
+    laws = {"na": population["na"], "an": population["an"]}
+    no_correction = population["na_no_correction"]
+    out = {"population_law": laws, "population_law_no_correction": no_correction,
+           "population_expected_C": population["expected_C"] / len(population["na"]),
+           "population_offdiag": population["offdiag"]}
+    dens = {mode: np.repeat(law[:, None], K, axis=1) for mode, law in laws.items()}
+    dens["na_no_correction"] = np.repeat(no_correction[:, None], K, axis=1)
+    nums = {"na": cells["na"], "an": cells["an"], "na_no_correction": cells["na"]}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["population_ratio_per_prompt"] = {mode: nums[mode].mean(1) / dens[mode][:, 0] for mode in nums}
+    out["population_ratio_pooled"] = {mode: _safe_ratio(nums[mode].sum(), dens[mode].sum()) for mode in nums}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the conditional intervals already warned
+        out["population_ratio_ci"] = _ratio_intervals(nums, dens, **interval_options)[0]
+    return out
+
+
+def _degenerate_notes(sums: dict, n_groups: int, share_warn: float) -> tuple:
+    """Warnings about channels constant in most groups and groups where AN's scalar is constant."""
+    notes = []
+    shares = sums["degenerate"] / n_groups
+    for channel in np.flatnonzero(shares > share_warn):
+        notes.append(f"channel {channel} is constant in {shares[channel]:.0%} of the groups (over "
+                     f"constant_share_warn={share_warn:g}): its z is 0 there, so NA's law rests on few groups; "
+                     "a channel gated by another (e.g. length zeroed for wrong answers) or a weak model does this")
+    an_constant = int(sums["an_constant"].sum())
+    if an_constant:
+        notes.append(f"AN's scalar w.r is constant in {an_constant} of {n_groups} groups (all AN advantages 0 "
+                     "there): AN's MSE is (tau2/m) x the share of the other groups, not tau2/m")
+    for note in notes[: len(notes) - (1 if an_constant else 0)]:
+        warnings.warn(note, RuntimeWarning, stacklevel=3)
+    return tuple(notes)
+
+
+def _accumulate(rewards, w, scores, rules, modes, *, options, tau2, score_rng, population, chunk_bytes,
+                progress) -> dict:
+    """Per-group ``ghat`` and predictions, the population law and the sums over groups, chunk by chunk.
+
+    Returns a dict: ``ghat`` and ``predicted`` (mode -> (P, K)),
+    ``influence`` (mode -> (R,) sum over groups), ``sum_C_prompt`` (P, R, R),
+    ``degenerate`` (R,) int, ``an_constant`` (P,) int and ``population``
+    (the per-prompt laws of :func:`~multireward_grpo.analysis.population.population_law`).
     """
     P, K, m, R = rewards.shape
     out = {
-        "ghat_sq": {mode: np.zeros((P, K)) for mode in modes},
+        "ghat": {mode: np.zeros((P, K)) for mode in modes},
         "predicted": {mode: np.zeros((P, K)) for mode in modes},
         "influence": {mode: np.zeros(R) for mode in modes},
         "sum_C_prompt": np.zeros((P, R, R)),
         "degenerate": np.zeros(R, dtype=np.int64),
+        "an_constant": np.zeros(P, dtype=np.int64),
+        "population": {"na": np.zeros(P), "an": np.zeros(P), "na_no_correction": np.zeros(P),
+                       "expected_C": np.zeros((R, R)), "offdiag": population["offdiag"]},
     }
     for start, stop in _chunks(P, K * m * R * 8 * 6, chunk_bytes):
         raw = rewards[start:stop].reshape(-1, m, R)  # (G, m, R)
@@ -499,8 +709,9 @@ def _accumulate(rewards, w, scores, rules, modes, *, options, tau2, score_rng, c
         g = (
             scores[start:stop].reshape(-1, m)
             if scores is not None
-            else np.sqrt(tau2) * score_rng.standard_normal((stop - start) * K * m).reshape(-1, m)
+            else np.sqrt(np.repeat(tau2[start:stop], K))[:, None] * score_rng.standard_normal(((stop - start) * K, m))
         )  # (G, m)
+        tau2_g = np.repeat(tau2[start:stop], K)  # (G,)
         z, constant = _standardize_finding_constant(block, options)  # (G, m, R), what the estimators see
         # Influence (Prop 1) is measured against the objective's own channels.
         z_raw = _standardize(raw, None, options) if rules else z
@@ -509,14 +720,28 @@ def _accumulate(rewards, w, scores, rules, modes, *, options, tau2, score_rng, c
         out["degenerate"] += constant.sum(axis=0)
         for mode in modes:
             adv = _advantages(mode, block, z, w, options)  # (G, m)
+            if mode == "an":
+                out["an_constant"][start:stop] = np.all(adv == 0, axis=1).reshape(-1, K).sum(axis=1)
             # An MSE beyond float64 (huge w or scores) becomes inf here and is reported by _require_finite_mse.
             with np.errstate(over="ignore", invalid="ignore"):
-                out["ghat_sq"][mode][start:stop] = ((np.einsum("gm,gm->g", adv, g) / m) ** 2).reshape(-1, K)
-                out["predicted"][mode][start:stop] = tau2 / m * np.einsum("gm,gm->g", adv, adv).reshape(-1, K) / m
+                out["ghat"][mode][start:stop] = (np.einsum("gm,gm->g", adv, g) / m).reshape(-1, K)
+                out["predicted"][mode][start:stop] = (
+                    tau2_g / m * np.einsum("gm,gm->g", adv, adv) / m).reshape(-1, K)
                 out["influence"][mode] += np.tensordot(adv, z_raw, axes=([0, 1], [0, 1])) / m
+        _add_population(out["population"], block.reshape(stop - start, K, m, R), w, tau2[start:stop],
+                        slice(start, stop), population, options.eps)
         if progress is not None:
             progress(stop, P)
     return out
+
+
+def _add_population(acc: dict, block: np.ndarray, w: np.ndarray, tau2: np.ndarray, rows: slice, settings: dict,
+                    eps: float) -> None:
+    law = population_law(block, w, tau2=tau2, offdiag=settings["offdiag"], n_partitions=settings["n_partitions"],
+                         rng=settings["rng"], eps=eps)
+    for key in ("na", "an", "na_no_correction"):
+        acc[key][rows] = law[key]
+    acc["expected_C"] += law["expected_C"].sum(axis=0)
 
 
 def _advantages(mode: str, block: np.ndarray, z: np.ndarray, w: np.ndarray, options: EstimatorOptions) -> np.ndarray:

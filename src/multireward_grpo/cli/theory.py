@@ -31,8 +31,9 @@ _ORACLE_MODES = ("an", "na", "single", "gdpo")
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by thm3-check and analyze."""
-    parser.add_argument("--tau2", type=number(0.0, low_open=True), default=1.0,
-                        help="variance of the simulated score projections g, > 0 (default 1)")
+    parser.add_argument("--tau2", type=number(0.0, low_open=True), default=None,
+                        help="variance of the score projections g, > 0 (default: 1 for simulated scores; estimated "
+                             "per prompt from real score projections stored in a corpus)")
     parser.add_argument("--modes", type=mode_names(), default=["na", "an"],
                         help="estimators to analyse, comma-separated; na and an are always included (see `estimators`)")
     parser.add_argument("--condition", type=conditioning_rule, action="append", default=None,
@@ -49,6 +50,14 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                              "--ci-min-prompts prompts (default two_level)")
     parser.add_argument("--ci-min-prompts", type=integer(1), default=10,
                         help="fewest prompts for --ci-method prompts (default 10)")
+    parser.add_argument("--population-offdiag", choices=("resample", "gaussian", "fisher"), default="resample",
+                        help="population law: off-diagonal E_m[Chat] by resampling each prompt's rollouts into groups "
+                             "of m (any marginals), or from the prompt's correlation C_p with the exact Gaussian "
+                             "(Hotelling) or Fisher correction (default resample); the diagonal is always exact")
+    parser.add_argument("--n-partitions", type=integer(1), default=4,
+                        help="random partitions per prompt for --population-offdiag resample (default 4)")
+    parser.add_argument("--constant-share-warn", type=number(0.0, 1.0), default=0.5,
+                        help="warn when a channel is constant in more than this share of the groups (default 0.5)")
     parser.add_argument("--plot", metavar="DIR", default=None, help="also write PNG plots into DIR (needs the viz extra)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json_flag(parser)
@@ -84,7 +93,19 @@ def _population_failures(result, tol: float) -> list[str]:
 
 
 def _check_payload(results, failures, tol) -> dict:
-    return {"pass": not failures, "tol": tol, "failures": failures, "results": [r.to_dict() for r in results]}
+    # "pass" is null when no check ran (no --tol): nothing was tested, so nothing passed
+    return {"pass": None if tol is None else not failures, "tol": tol, "failures": failures,
+            "results": [r.to_dict() for r in results]}
+
+
+def _population_law_failures(result, tol: float) -> list[str]:
+    """The population-law ratios (the ones that test Theorem 3) outside ``1 +- tol``."""
+    failures = []
+    for mode in ("na", "an"):
+        ratio = result.population_ratio_pooled[mode]
+        if not abs(ratio - 1.0) <= tol:
+            failures.append(f"m={result.m} {mode}: realized / population law = {ratio:.4f} is outside 1 +- {tol}")
+    return failures
 
 
 def _write_thm3_plots(results, out_dir: str, channel_names, source: str | None) -> list[str]:
@@ -107,7 +128,7 @@ def _write_thm3_plots(results, out_dir: str, channel_names, source: str | None) 
     return written
 
 
-def _analyze_all(tensors_by_m, w, args, *, C=None):
+def _analyze_all(tensors_by_m, w, args, *, C=None, scores_by_m=None):
     from multireward_grpo.analysis.thm3 import analyze
 
     results = []
@@ -116,7 +137,9 @@ def _analyze_all(tensors_by_m, w, args, *, C=None):
     for m, rewards in tensors_by_m.items():
         results.append(analyze(
             rewards, w, args.score_seed, tau2=args.tau2, modes=args.modes, conditioning=args.condition, C=C,
-            n_resamples=args.n_resamples, ci_method=args.ci_method, ci_min_prompts=args.ci_min_prompts,
+            scores=(scores_by_m or {}).get(m), n_resamples=args.n_resamples, ci_method=args.ci_method,
+            ci_min_prompts=args.ci_min_prompts, population_offdiag=args.population_offdiag,
+            n_partitions=args.n_partitions, constant_share_warn=args.constant_share_warn,
             progress=lambda done, _t, o=offset: bar(o + done, total),
         ))
         offset += rewards.shape[0]
@@ -139,7 +162,7 @@ def _report(results, failures, args, channel_names, tol, source: str | None = No
         for path in plots:
             print(f"wrote {path}")
         if tol is not None:
-            print("PASS: every realized/predicted ratio is within 1 +- {}".format(tol) if not failures
+            print("PASS: every checked ratio is within 1 +- {}".format(tol) if not failures
                   else "FAIL:\n  " + "\n  ".join(failures))
     return 1 if failures else 0
 
@@ -211,11 +234,15 @@ def add_analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=weight_list, default=None,
                         help="objective weights, one per channel (default all 1)")
     parser.add_argument("--channels", type=names, default=None,
-                        help="channel columns to use from a long table, comma-separated (default: all numeric columns)")
+                        help="channels to analyse, comma-separated, in this order: channels of a corpus file or "
+                             "columns of a long table (default: all channels / all numeric columns)")
+    parser.add_argument("--simulated-scores", action="store_true",
+                        help="simulate N(0, tau2) score projections even when the corpus stores real ones")
     parser.add_argument("--drop-incomplete", action="store_true",
                         help="leave out prompts that miss a seed or hold a NaN reward, instead of stopping with an error")
     parser.add_argument("--tol", type=number(0.0, low_open=True), default=None,
-                        help="if given, exit 1 unless every pooled realized/predicted ratio is within 1 +- tol")
+                        help="if given, exit 1 unless every pooled ratio, conditional and population-law (NA and "
+                             "AN), is within 1 +- tol; without it no check runs and --json gives \"pass\": null")
     _add_analysis_options(parser)
 
 
@@ -247,6 +274,8 @@ def _read_rollouts(path: str, channels, nan_policy: str):
     from multireward_grpo.generation import load_corpus, load_rollouts
     from multireward_grpo.generation.corpus import MissingRewardError, RolloutFileError
 
+    if channels and _has_corpus_header(Path(path)):
+        return load_corpus(path, nan_policy=nan_policy).with_channels(channels)
     if channels:
         return load_rollouts(path, channels=channels, nan_policy=nan_policy).to_corpus()
     try:
@@ -263,18 +292,57 @@ def _read_rollouts(path: str, channels, nan_policy: str):
                              f"({rollouts_error})") from None
 
 
-def _tensor(corpus, m: int, drop_incomplete: bool):
+def _has_corpus_header(path: Path) -> bool:
+    """Whether ``path`` is one of our corpus files (a header line, or the header in Parquet metadata)."""
+    import json
+
+    from multireward_grpo.generation.corpus import FORMAT, PARQUET_KEY
+
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return PARQUET_KEY in (pq.read_schema(path).metadata or {})
+        except Exception:  # not Parquet, no pyarrow: the loader then says what is wrong
+            return False
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        header = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("format") == FORMAT
+
+
+def _kept_prompts(corpus, m: int, drop_incomplete: bool):
+    """Prompt positions to analyse at size ``m``: all, or (``drop_incomplete``) those with every seed and finite rewards."""
     import numpy as np
 
     from multireward_grpo.generation import pack_for_analysis
 
     if not drop_incomplete:
-        return pack_for_analysis(corpus, m=m)
-    rewards = pack_for_analysis(corpus, m=m, prompts=corpus.complete_prompts(m))
-    keep = np.all(np.isfinite(rewards), axis=(1, 2, 3))
-    if not keep.any():
+        return None
+    complete = corpus.complete_prompts(m)
+    rewards = pack_for_analysis(corpus, m=m, prompts=complete) if complete else np.zeros((0, 1, m, corpus.R))
+    keep = [p for p, ok in zip(complete, np.all(np.isfinite(rewards), axis=(1, 2, 3))) if ok]
+    if not keep:
         raise ValueError(f"no prompt has every seed and finite rewards at m={m}")
-    return rewards[keep]
+    return keep
+
+
+def _tensor(corpus, m: int, drop_incomplete: bool):
+    from multireward_grpo.generation import pack_for_analysis
+
+    return pack_for_analysis(corpus, m=m, prompts=_kept_prompts(corpus, m, drop_incomplete))
+
+
+def _scores(corpus, sizes, drop_incomplete: bool):
+    """m -> (P, K, m) real score projections of the corpus (of the prompts analysed), or None when it stores none."""
+    from multireward_grpo.generation import pack_scores
+
+    if not corpus.scores:
+        return None
+    return {m: pack_scores(corpus, m, prompts=_kept_prompts(corpus, m, drop_incomplete)) for m in sizes}
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -291,8 +359,11 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.file} has group sizes {list(corpus.m_grid)}, not {missing}; pick --m from those")
     w = np.ones(corpus.R) if args.weights is None else np.asarray(args.weights, dtype=float)
     tensors = {m: _tensor(corpus, m, args.drop_incomplete) for m in sizes}
-    results = _analyze_all(tensors, w, args)
-    failures = [f for r in results for f in _ratio_failures(r, args.tol)] if args.tol is not None else []
+    scores = None if args.simulated_scores else _scores(corpus, sizes, args.drop_incomplete)
+    results = _analyze_all(tensors, w, args, scores_by_m=scores)
+    failures = []
+    if args.tol is not None:
+        failures = [f for r in results for f in _ratio_failures(r, args.tol) + _population_law_failures(r, args.tol)]
     return _report(results, failures, args, list(corpus.channel_names), args.tol, describe_corpus(corpus, args.file))
 
 

@@ -9,6 +9,7 @@ from multireward_grpo.generation.corpus import (
     load_corpus,
     load_long_table,
     pack_for_analysis,
+    pack_scores,
     run_corpus,
     save_corpus,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "load_long_table",
     "load_rollouts",
     "pack_for_analysis",
+    "pack_scores",
     "run_corpus",
     "save_corpus",
 ]

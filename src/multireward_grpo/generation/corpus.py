@@ -10,8 +10,12 @@ Backend protocol
 A backend has ``channel_names`` (a sequence of ``R`` strings) and
 ``generate(prompt, gold, m, seed_idx)`` returning either an ``(m, R)`` array
 of finite rewards, or an object / dict with a ``rewards`` entry of that shape
-and optionally ``completions`` (``m`` strings). ``describe()`` (optional)
-returns JSON-serializable settings recorded in the corpus metadata.
+and optionally ``completions`` (``m`` strings) and ``scores`` (``m`` finite
+floats: each rollout's score projection ``g_j = <grad log pi(y_j | x), v>``,
+see :mod:`multireward_grpo.generation.scores`). ``describe()`` (optional)
+returns JSON-serializable settings recorded in the corpus metadata; a resumed
+run must describe itself identically (e.g. the same reward function and
+settings, the same score direction).
 
 Subsampling
 -----------
@@ -37,7 +41,8 @@ then one line per generated group::
 
     {"prompt_idx": 0, "seed_idx": 3, "m": 8,
      "rewards": [[r0, r1, r2], ...],          # m rows of R floats
-     "completions": ["...", ...]}             # optional, m strings
+     "completions": ["...", ...],             # optional, m strings
+     "scores": [g_1, ...]}                    # optional, m floats (score projections)
 
 ``run_corpus(..., out=path)`` appends group lines as they finish (flushed per
 group, fsynced every few groups and at the end), so an interrupted run resumes
@@ -47,8 +52,8 @@ where it stopped; a truncated last line (crash mid-write) is dropped.
 rollout with columns ``prompt_idx``, ``seed_idx``, ``rollout_idx`` (0..m-1
 within its group), one float column per channel, and optionally ``m`` or
 ``group_size_m`` (group size; without it a group is all rows sharing
-``(prompt_idx, seed_idx)``), ``prompt`` / ``prompt_id``, ``gold`` and
-``completion``. :func:`save_corpus` writes parquet in this layout (with the
+``(prompt_idx, seed_idx)``), ``prompt`` / ``prompt_id``, ``gold``,
+``completion`` and ``score`` (the rollout's score projection). :func:`save_corpus` writes parquet in this layout (with the
 ``m`` column) and stores the JSONL header as JSON under the schema metadata
 key ``multireward_grpo.corpus``; :func:`load_corpus` reads both, and
 :func:`load_long_table` reads any long table (e.g. a Hugging Face rollout
@@ -99,6 +104,7 @@ __all__ = [
     "load_corpus",
     "load_long_table",
     "pack_for_analysis",
+    "pack_scores",
     "run_corpus",
     "save_corpus",
 ]
@@ -108,7 +114,8 @@ VERSION = 1
 PARQUET_KEY = b"multireward_grpo.corpus"
 _INDEX_COLUMNS = ("prompt_idx", "seed_idx", "rollout_idx")
 _M_COLUMNS = ("m", "group_size_m")
-_RESERVED = frozenset(_INDEX_COLUMNS + _M_COLUMNS + ("prompt", "prompt_id", "gold", "completion", "rewards"))
+_RESERVED = frozenset(_INDEX_COLUMNS + _M_COLUMNS + ("prompt", "prompt_id", "gold", "completion", "rewards",
+                                                      "score", "scores"))
 _FSYNC_EVERY = 64
 _DATA_EXTRA = 'pip install "multireward-grpo[data]"'
 
@@ -155,6 +162,9 @@ class Corpus:
         the position in ``prompts``.
     completions : dict, optional
         ``{(prompt_idx, seed_idx, m): tuple of m str}`` where available.
+    scores : dict, optional
+        ``{(prompt_idx, seed_idx, m): (m,) float array}`` of score projections
+        where available (see :func:`pack_scores`).
     subsample_from_max : bool
         If True, a group of size ``m`` not stored itself is the first ``m``
         rollouts of a larger stored group with the same prompt and seed.
@@ -163,7 +173,7 @@ class Corpus:
     """
 
     def __init__(self, *, prompts, golds, channel_names, seed_indices, m_grid, groups,
-                 completions=None, subsample_from_max=True, metadata=None):
+                 completions=None, subsample_from_max=True, metadata=None, scores=None):
         self.prompts = tuple(prompts)
         self.golds = tuple(golds)
         self.channel_names = tuple(channel_names)
@@ -173,6 +183,7 @@ class Corpus:
         self.metadata = dict(metadata or {})
         self.groups = dict(groups)
         self.completions = dict(completions or {})
+        self.scores = {k: np.asarray(v, dtype=np.float64) for k, v in (scores or {}).items()}
         if len(self.golds) != len(self.prompts):
             raise ValueError(f"{len(self.prompts)} prompts but {len(self.golds)} golds")
         self._sizes: dict[tuple[int, int], list[int]] = {}
@@ -253,9 +264,30 @@ class Corpus:
         if self.header() != other.header() or self.groups.keys() != other.groups.keys():
             return False
         same = all(np.array_equal(a, other.groups[k], equal_nan=True) for k, a in self.groups.items())
-        return same and self.completions == other.completions
+        same_scores = self.scores.keys() == other.scores.keys() and all(
+            np.array_equal(g, other.scores[k]) for k, g in self.scores.items())
+        return same and same_scores and self.completions == other.completions
 
     __hash__ = None
+
+    def with_channels(self, names: Sequence[str]) -> "Corpus":
+        """A corpus with only the channels ``names``, in that order (the rest of it shared).
+
+        Raises
+        ------
+        ValueError
+            A name that is not a channel (the message lists the channels), or none given.
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError(f"no channels selected; pick from {list(self.channel_names)}")
+        unknown = [n for n in names if n not in self.channel_names]
+        if unknown:
+            raise ValueError(f"channels {unknown} are not in this corpus; its channels are {list(self.channel_names)}")
+        cols = [self.channel_names.index(n) for n in names]
+        kwargs = _corpus_kwargs(self)
+        kwargs.update(channel_names=names, groups={k: a[:, cols] for k, a in self.groups.items()})
+        return Corpus(**kwargs)
 
     def __repr__(self) -> str:
         return (f"Corpus(P={self.P}, K={self.K}, m_grid={self.m_grid}, channels={self.channel_names}, "
@@ -336,14 +368,14 @@ def _backend_info(backend: Any) -> dict:
     return _jsonable([info])[0]
 
 
-def _as_group(out: Any, m: int, R: int, where: str) -> tuple[np.ndarray, tuple | None]:
-    """Validate one ``generate`` result; return ``(rewards (m, R), completions or None)``."""
+def _as_group(out: Any, m: int, R: int, where: str) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
+    """Validate one ``generate`` result; return ``(rewards (m, R), completions or None, scores (m,) or None)``."""
     if isinstance(out, Mapping):
-        rewards, texts = out.get("rewards"), out.get("completions")
+        rewards, texts, scores = out.get("rewards"), out.get("completions"), out.get("scores")
     elif hasattr(out, "rewards"):
-        rewards, texts = out.rewards, getattr(out, "completions", None)
+        rewards, texts, scores = out.rewards, getattr(out, "completions", None), getattr(out, "scores", None)
     else:
-        rewards, texts = out, None
+        rewards, texts, scores = out, None, None
     try:
         arr = np.array(rewards, dtype=np.float64)
     except (TypeError, ValueError):
@@ -360,7 +392,18 @@ def _as_group(out: Any, m: int, R: int, where: str) -> tuple[np.ndarray, tuple |
         texts = tuple(texts)
         if len(texts) != m or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"backend.generate returned completions that are not {m} strings for {where}")
-    return arr, texts
+    return arr, texts, None if scores is None else _check_scores(scores, m, where)
+
+
+def _check_scores(scores: Any, m: int, where: str) -> np.ndarray:
+    try:
+        arr = np.array(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"backend.generate returned non-numeric scores for {where}") from None
+    if arr.shape != (m,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"backend.generate returned scores of shape {arr.shape} (or not finite) for {where}; "
+                         f"expected {m} finite floats")
+    return arr
 
 
 # --------------------------------------------------------------------------- progress
@@ -412,13 +455,15 @@ def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
 
 
-def _group_line(key: Key, rewards: np.ndarray, texts: tuple | None) -> dict:
+def _group_line(key: Key, rewards: np.ndarray, texts: tuple | None, scores: np.ndarray | None = None) -> dict:
     p, s, m = key
     # JSON has no NaN: a missing reward (kept under nan_policy='propagate') is stored as null
     cells = [[None if math.isnan(v) else v for v in row] for row in rewards.tolist()]
     line = {"prompt_idx": p, "seed_idx": s, "m": m, "rewards": cells}
     if texts is not None:
         line["completions"] = list(texts)
+    if scores is not None:
+        line["scores"] = scores.tolist()
     return line
 
 
@@ -524,11 +569,11 @@ def _jsonl_objects(path: Path) -> tuple[list[tuple[int, Any]], bool]:
 
 
 def _parse_groups(lines: list[tuple[int, dict]], header: dict, path: Path,
-                  nan_policy: str = "raise") -> tuple[dict, dict]:
-    """Group lines to ``(groups, completions)`` after checking each against the header."""
+                  nan_policy: str = "raise") -> tuple[dict, dict, dict]:
+    """Group lines to ``(groups, completions, scores)`` after checking each against the header."""
     P, R = len(header["prompts"]), len(header["channels"])
     seeds = set(header["seed_indices"])
-    groups, texts = {}, {}
+    groups, texts, scores = {}, {}, {}
     for n, line in lines:
         try:
             key = (int(line["prompt_idx"]), int(line["seed_idx"]), int(line["m"]))
@@ -547,7 +592,12 @@ def _parse_groups(lines: list[tuple[int, dict]], header: dict, path: Path,
         groups[key] = rewards
         if "completions" in line:
             texts[key] = tuple(line["completions"])
-    return groups, texts
+        if "scores" in line:
+            try:
+                scores[key] = _check_scores(line["scores"], key[2], f"line {n}")
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: {str(err).replace('backend.generate returned ', '')}") from None
+    return groups, texts, scores
 
 
 def _check_header(header: Any, path: Path) -> dict:
@@ -594,8 +644,8 @@ def _checkpoint_header(path: Path, data: bytes, header: dict) -> dict | None:
     return old
 
 
-def _resume(path: Path, header: dict) -> tuple[dict, dict, dict | None, int]:
-    """Groups already in checkpoint ``path``: ``(groups, completions, its header or None, bytes to keep)``.
+def _resume(path: Path, header: dict) -> tuple[dict, dict, dict, dict | None, int]:
+    """Groups already in checkpoint ``path``: ``(groups, completions, scores, its header or None, bytes to keep)``.
 
     Every check runs before the file is modified: a file that is not a
     checkpoint of this run raises and stays byte-for-byte as it was.
@@ -604,25 +654,30 @@ def _resume(path: Path, header: dict) -> tuple[dict, dict, dict | None, int]:
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give run_corpus a .jsonl file path as out=")
     if not path.exists():
-        return {}, {}, None, 0
+        return {}, {}, {}, None, 0
     data = path.read_bytes()
     old = _checkpoint_header(path, data, header)
     if old is None:
         warnings.warn(f"{path}: its header line was torn off (interrupted write); starting the checkpoint afresh",
                       UserWarning, stacklevel=3)
-        return {}, {}, None, 0
+        return {}, {}, {}, None, 0
     end = data.rfind(b"\n") + 1
-    groups, texts = _parse_groups(_parse_lines(data[:end], path)[1:], old, path)
+    groups, texts, scores = _parse_groups(_parse_lines(data[:end], path)[1:], old, path)
     if end < len(data):
         warnings.warn(f"{path}: dropped a truncated last line (interrupted write); its group is regenerated",
                       UserWarning, stacklevel=3)
-    return groups, texts, old, end
+    return groups, texts, scores, old, end
 
 
 def _check_same_run(old: dict, new: dict, path: Path) -> None:
     fields = [f for f in _RESUME_FIELDS if old.get(f) != new.get(f)]
-    if old.get("metadata", {}).get("backend") != new["metadata"].get("backend"):
-        fields.append("backend settings")
+    old_backend, new_backend = old.get("metadata", {}).get("backend"), new["metadata"].get("backend")
+    if old_backend != new_backend:
+        if isinstance(old_backend, dict) and isinstance(new_backend, dict):
+            keys = sorted(k for k in set(old_backend) | set(new_backend) if old_backend.get(k) != new_backend.get(k))
+            fields.append(f"backend settings ({', '.join(keys)})")
+        else:
+            fields.append("backend settings")
     if fields:
         raise ValueError(
             f"{path} holds a different run (differs in: {', '.join(fields)}); resume with the same "
@@ -637,13 +692,14 @@ def _open_checkpoint(out: str | os.PathLike, corpus: Corpus) -> _Appender:
         raise ValueError(f"run_corpus checkpoints are JSONL, not Parquet: give a .jsonl out= path (got {path.name!r}), "
                          "then save_corpus(corpus, 'corpus.parquet') for a Parquet copy")
     header = corpus.header()
-    groups, texts, old, keep_bytes = _resume(path, header)
+    groups, texts, scores, old, keep_bytes = _resume(path, header)
     if old is None:
         atomic_write(path, _dumps(header))  # the header lands whole or not at all
     else:
         corpus.metadata = old.get("metadata", {})
     corpus.groups.update(groups)
     corpus.completions.update(texts)
+    corpus.scores.update(scores)
     return _Appender(path, keep_bytes if old is not None else None)
 
 
@@ -703,7 +759,7 @@ def run_corpus(backend: Any, prompts_with_gold: Sequence, m_grid: Sequence[int] 
 
 def _corpus_kwargs(c: Corpus) -> dict:
     names = ("prompts", "golds", "channel_names", "seed_indices", "m_grid", "groups", "completions",
-             "subsample_from_max", "metadata")
+             "subsample_from_max", "metadata", "scores")
     return {name: getattr(c, name) for name in names}
 
 
@@ -718,12 +774,14 @@ def _generate_missing(backend: Any, corpus: Corpus, appender: _Appender | None, 
             p, s, m = key
             where = f"prompt {p} ({_short(ids[p])!r}), seed {s}, m={m}"
             out = backend.generate(corpus.prompts[p], corpus.golds[p], m, s)
-            rewards, texts = _as_group(out, m, corpus.R, where)
+            rewards, texts, scores = _as_group(out, m, corpus.R, where)
             corpus.groups[key] = rewards
             if texts is not None:
                 corpus.completions[key] = texts
+            if scores is not None:
+                corpus.scores[key] = scores
             if appender is not None:
-                appender.write(_group_line(key, rewards, texts))
+                appender.write(_group_line(key, rewards, texts, scores))
             bar.update(1)
     finally:
         bar.close()
@@ -767,6 +825,39 @@ def pack_for_analysis(corpus: Corpus, m: int, *, prompts: Sequence[int] | None =
     for i, p in enumerate(rows):
         for k, s in enumerate(corpus.seed_indices):
             out[i, k] = corpus.group(p, s, m)
+    return out
+
+
+def pack_scores(corpus: Corpus, m: int, *, prompts: Sequence[int] | None = None) -> np.ndarray | None:
+    """The ``(P, K, m)`` score projections matching :func:`pack_for_analysis`, or None when the corpus has none.
+
+    Parameters
+    ----------
+    corpus : Corpus
+    m : int
+        Group size; a smaller ``m`` takes the first ``m`` scores of a larger
+        stored group, as the rewards do.
+    prompts : sequence of int, optional
+        Prompt positions (default all).
+
+    Raises
+    ------
+    ValueError
+        If the corpus holds scores but not for every packed group (a corpus
+        partly generated without them): they are never zero-filled.
+    """
+    if not corpus.scores:
+        return None
+    m = check_int("m", m, 2)
+    rows = list(range(corpus.P)) if prompts is None else list(prompts)
+    out = np.empty((len(rows), corpus.K, m))
+    for i, p in enumerate(rows):
+        for k, s in enumerate(corpus.seed_indices):
+            key = corpus._source_key(p, s, m)
+            if key is None or key not in corpus.scores:
+                raise ValueError(f"prompt {p}, seed {s} has no score projections at m={m} although the corpus "
+                                 "holds some: regenerate those groups with the same score projection")
+            out[i, k] = corpus.scores[key][:m]
     return out
 
 
@@ -815,7 +906,8 @@ def save_corpus(corpus: Corpus, path: str | os.PathLike) -> Path:
 
 def _save_jsonl(corpus: Corpus, f) -> None:
     f.write(_dumps(corpus.header()))
-    f.writelines(_dumps(_group_line(k, corpus.groups[k], corpus.completions.get(k))) for k in sorted(corpus.groups))
+    f.writelines(_dumps(_group_line(k, corpus.groups[k], corpus.completions.get(k), corpus.scores.get(k)))
+                 for k in sorted(corpus.groups))
 
 
 def _require_pyarrow():
@@ -841,6 +933,8 @@ def _long_columns(corpus: Corpus) -> dict[str, np.ndarray | list]:
         cols[name] = stacked[:, j]
     if corpus.completions:
         cols["completion"] = [t for k in keys for t in corpus.completions.get(k, (None,) * k[2])]
+    if corpus.scores:
+        cols["score"] = np.concatenate([corpus.scores.get(k, np.full(k[2], np.nan)) for k in keys])
     return cols
 
 
@@ -894,16 +988,16 @@ def load_corpus(path: str | os.PathLike, *, nan_policy: str = "raise") -> Corpus
         warnings.warn(f"{path}: ignored a truncated last line (interrupted write)", UserWarning, stacklevel=2)
     if "format" in lines[0][1]:
         header = _check_header(lines[0][1], path)
-        groups, texts = _parse_groups(lines[1:], header, path, nan_policy)
-        return _from_header(header, groups, texts)
+        groups, texts, scores = _parse_groups(lines[1:], header, path, nan_policy)
+        return _from_header(header, groups, texts, scores)
     return _long_table(_rows_to_columns(lines), where=str(path), nan_policy=nan_policy)
 
 
-def _from_header(header: dict, groups: dict, texts: dict) -> Corpus:
+def _from_header(header: dict, groups: dict, texts: dict, scores: dict | None = None) -> Corpus:
     return Corpus(prompts=header["prompts"], golds=header["golds"], channel_names=header["channels"],
                   seed_indices=header["seed_indices"], m_grid=header["m_grid"], groups=groups,
                   completions=texts, subsample_from_max=header["subsample_from_max"],
-                  metadata=header.get("metadata"))
+                  metadata=header.get("metadata"), scores=scores)
 
 
 def _read_parquet(path: Path):
@@ -930,7 +1024,8 @@ def _load_parquet(path: Path, nan_policy: str) -> Corpus:
     prompt_pos = {int(q): i for i, q in enumerate(long.metadata["prompt_idx_values"])}
     groups = {(prompt_pos[p], s, m): a for (p, s, m), a in long.groups.items()}
     texts = {(prompt_pos[p], s, m): t for (p, s, m), t in long.completions.items()}
-    return _from_header(header, groups, texts)
+    scores = {(prompt_pos[p], s, m): g for (p, s, m), g in long.scores.items()}
+    return _from_header(header, groups, texts, scores)
 
 
 def _rows_to_columns(lines: list[tuple[int, dict]]) -> dict[str, list]:
@@ -1112,6 +1207,7 @@ def _long_table(cols: dict, *, where: str | None, channels: Sequence[str] | None
                    rollout=idx["rollout_idx"], nan_policy=nan_policy, source=where)
     groups, texts = _group_rows(idx, None if m_name is None else _int_column(cols[m_name], m_name),
                                 values, cols.get("completion"))
+    scores = _group_scores(cols, idx, m_name, groups)
     prompt_values = np.unique(idx["prompt_idx"])
     pos = {int(q): i for i, q in enumerate(prompt_values)}
     prompts, golds = _prompt_texts(cols, idx["prompt_idx"], prompt_values)
@@ -1121,7 +1217,30 @@ def _long_table(cols: dict, *, where: str | None, channels: Sequence[str] | None
                   groups={(pos[p], s, m): a for (p, s, m), a in groups.items()},
                   completions={(pos[p], s, m): t for (p, s, m), t in texts.items()},
                   subsample_from_max=subsample_from_max,
-                  metadata={"prompt_idx_values": prompt_values.tolist()})
+                  metadata={"prompt_idx_values": prompt_values.tolist()},
+                  scores={(pos[p], s, m): g for (p, s, m), g in scores.items()})
+
+
+def _group_scores(cols: dict, idx: dict, m_name: str | None, groups: dict) -> dict:
+    """``{(prompt_idx, seed_idx, m): (m,) scores}`` from a ``score`` column; groups with a missing score have none."""
+    if "score" not in cols:
+        return {}
+    values = _float_column(cols["score"], "score")
+    if np.any(np.isinf(values)):
+        raise ValueError("column 'score' holds an infinite value; score projections must be finite")
+    m_values = None if m_name is None else _int_column(cols[m_name], m_name)
+    by_group: dict = {}
+    for row in range(len(values)):
+        p, s = int(idx["prompt_idx"][row]), int(idx["seed_idx"][row])
+        size = None if m_values is None else int(m_values[row])
+        by_group.setdefault((p, s, size), {})[int(idx["rollout_idx"][row])] = values[row]
+    out = {}
+    for p, s, m in groups:
+        cells = by_group.get((p, s, None if m_values is None else m), {})
+        g = np.array([cells.get(j, np.nan) for j in range(m)])
+        if np.all(np.isfinite(g)):
+            out[(p, s, m)] = g
+    return out
 
 
 def _int_column(values: Any, name: str) -> np.ndarray:
