@@ -11,9 +11,16 @@ the median wall and CPU time per step and the peak RSS, and the largest
 difference between the two runs' trained parameters (and between the two
 ranks').
 
+With ``--fsdp`` a third run shards the model over the two processes (FSDP2,
+under the environment ``accelerate launch`` sets for
+``examples/accelerate/fsdp.yaml``), and every run reports its training state
+per process: the bytes of the parameters, gradients, optimizer state and
+frozen reference it holds (its shards under FSDP). ``--full`` trains all
+weights instead of a LoRA adapter, where sharding pays.
+
 Usage::
 
-    python benchmarks/distributed_bench.py [--steps 5] [--chat] [--json PATH]
+    python benchmarks/distributed_bench.py [--steps 5] [--chat] [--fsdp] [--full] [--json PATH]
 
 Exit status 0 when both runs finish and the parameters agree within
 ``--tol`` (default 1e-5), 1 otherwise.
@@ -41,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="training steps per run (default 5; the first is warm-up)")
     p.add_argument("--chat", action="store_true", help="the 21m-chat prompts (~300-token support chats)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process in both runs (default 1)")
+    p.add_argument("--fsdp", action="store_true", help="also run the two processes with the model sharded (FSDP)")
+    p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA r=16 (lr 1e-5)")
     p.add_argument("--tol", type=float, default=1e-5, help="largest parameter difference accepted (default 1e-5)")
     p.add_argument("--json", type=Path, default=HERE / "results" / "distributed_latest.json",
                    help="raw numbers (default benchmarks/results/distributed_latest.json)")
@@ -63,7 +72,8 @@ def worker(job_path: Path) -> None:
 
     config = GRPOConfig(
         model=job["model"], mode="an", weights=(1.0, 1.0), batch_prompts=4, m=8, max_new_tokens=32,
-        temperature=0.8, lr=5e-6, kl_coef=0.05, ppo_clip=0.2, seed=0, lora_r=16, lora_alpha=32, lora_dropout=0.05,
+        temperature=0.8, lr=1e-5 if job["full"] else 5e-6, kl_coef=0.05, ppo_clip=0.2, seed=0, use_lora=not job["full"],
+        lora_r=16, lora_alpha=32, lora_dropout=0.05,
         lora_target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), device="cpu", dtype="float32",
         micro_batch_size=8, n_steps=job["steps"], checkpoint_every=0, sample_every=0, verbose=False,
         out_dir=job["out_dir"])
@@ -74,7 +84,9 @@ def worker(job_path: Path) -> None:
         trainer.train_step()
         own_seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
-    params = torch.cat([p.detach().reshape(-1).double() for p in trainer.model.parameters() if p.requires_grad])
+    full = trainer.processes.full_weights(trainer.model)  # gathered from the shards under FSDP
+    named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    params = torch.cat([(p.detach() if full is None else full[n]).reshape(-1).double() for n, p in named])
     rank = trainer.processes.rank
     torch.save(params, Path(job["report"]) / f"params.rank{rank}.pt")
     (Path(job["report"]) / f"rank{rank}.json").write_text(json.dumps({
@@ -82,22 +94,38 @@ def worker(job_path: Path) -> None:
         "history_step_seconds": [h["step_seconds"] for h in trainer.history],
         "gen_seconds": [h["gen_seconds"] for h in trainer.history],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "state_mb": _training_state_mb(trainer),
         "mean_reward": [h["mean_reward"] for h in trainer.history],
     }))
     trainer.processes.barrier()
 
 
+def _training_state_mb(trainer) -> float:
+    """MB of parameters, gradients, optimizer state and reference this process holds (its local shards)."""
+    import torch
+
+    tensors = [*trainer.model.parameters(), *(p.grad for p in trainer.model.parameters() if p.grad is not None),
+               *(v for state in trainer.optimizer.state.values() for v in state.values() if torch.is_tensor(v)),
+               *(trainer.reference.parameters() if trainer.reference is not None else ())]
+    local = {id(t): (t.to_local() if hasattr(t, "to_local") else t) for t in tensors}
+    return sum(t.numel() * t.element_size() for t in local.values()) / 2**20
+
+
 # --------------------------------------------------------------------------- driver
 
 
-def _launch(job: dict, processes: int, root: Path) -> dict:
-    report = root / f"report-{processes}"
+def _launch(job: dict, processes: int, root: Path, *, fsdp: bool = False) -> dict:
+    from multireward_grpo.train.sharding import fsdp_launch_environment
+
+    tag = f"{processes}{'-fsdp' if fsdp else ''}"
+    report = root / f"report-{tag}"
     report.mkdir()
-    job = {**job, "report": str(report), "out_dir": str(root / f"out-{processes}")}
-    job_path = root / f"job-{processes}.json"
+    job = {**job, "report": str(report), "out_dir": str(root / f"out-{tag}")}
+    job_path = root / f"job-{tag}.json"
     job_path.write_text(json.dumps(job))
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           **(fsdp_launch_environment(ROOT / "examples" / "accelerate" / "fsdp.yaml") if fsdp else {})}
     me = str(Path(__file__).resolve())
     command = [sys.executable, me, "--worker", str(job_path)] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", me,
@@ -107,7 +135,7 @@ def _launch(job: dict, processes: int, root: Path) -> dict:
     wall = time.perf_counter() - started
     if done.returncode != 0:
         print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"the {processes}-process run failed (rc {done.returncode})")
+        raise SystemExit(f"the {tag} run failed (rc {done.returncode})")
     import torch
 
     ranks = [json.loads((report / f"rank{r}.json").read_text()) for r in range(processes)]
@@ -140,41 +168,45 @@ def main(argv=None) -> int:
 
     info = _trainer_models.build_model("qwen2-21m")
     prompts = chat_prompts(4) if args.chat else PROMPTS
-    base = {"model": info["path"], "steps": args.steps, "prompts": prompts}
+    base = {"model": info["path"], "steps": args.steps, "prompts": prompts, "threads": args.threads,
+            "full": args.full}
     load_before = _cpu_load()
     with tempfile.TemporaryDirectory() as tmp:
-        one = _launch({**base, "threads": args.threads}, 1, Path(tmp))
-        two = _launch({**base, "threads": args.threads}, 2, Path(tmp))
+        runs = {"1 process": _launch(base, 1, Path(tmp)), "2 processes": _launch(base, 2, Path(tmp))}
+        if args.fsdp:
+            runs["2 FSDP"] = _launch(base, 2, Path(tmp), fsdp=True)
     load_after = _cpu_load()
-    diff_vs_one = max(float((p - one["params"][0]).abs().max()) for p in two["params"])
-    diff_ranks = float((two["params"][0] - two["params"][1]).abs().max())
-    largest = float(one["params"][0].abs().max())
-    rows = []
-    for label, run in (("1 process", one), ("2 processes", two)):
-        for rank in run["ranks"]:
-            rows.append({"run": label, "rank": rank["rank"], "threads": args.threads,
-                         "step_s": _median_after_first(rank["own_step_seconds"]),
-                         "cpu_s": _median_after_first(rank["cpu_step_seconds"]),
-                         "gen_s": _median_after_first(rank["gen_seconds"]), "peak_rss_mb": rank["peak_rss_mb"]})
-    speedup = rows[0]["step_s"] / max(r["step_s"] for r in rows[1:])
-    print(f"workload 21m{'-chat' if args.chat else ''}: 4 prompts x 8 completions x 32 tokens per step (global), "
-          f"{args.steps} steps, median of steps 2..{args.steps}; machine CPU use before/after: "
-          f"{load_before:.0%} / {load_after:.0%}")
-    print(f"{'run':<12} {'rank':>4} {'threads':>7} {'step s':>8} {'cpu s':>7} {'gen s':>7} {'peak RSS MB':>12}")
+    one = runs["1 process"]
+    rows = [{"run": label, "rank": rank["rank"], "threads": args.threads,
+             "step_s": _median_after_first(rank["own_step_seconds"]),
+             "cpu_s": _median_after_first(rank["cpu_step_seconds"]),
+             "gen_s": _median_after_first(rank["gen_seconds"]), "peak_rss_mb": rank["peak_rss_mb"],
+             "state_mb": rank["state_mb"]} for label, run in runs.items() for rank in run["ranks"]]
+    print(f"workload 21m{'-chat' if args.chat else ''} ({'full fine-tuning' if args.full else 'LoRA r=16'}): "
+          f"4 prompts x 8 completions x 32 tokens per step (global), {args.steps} steps, median of steps "
+          f"2..{args.steps}; machine CPU use before/after: {load_before:.0%} / {load_after:.0%}")
+    print(f"{'run':<12} {'rank':>4} {'threads':>7} {'step s':>8} {'cpu s':>7} {'gen s':>7} {'peak RSS MB':>12} "
+          f"{'state MB':>9}")
     for r in rows:
         print(f"{r['run']:<12} {r['rank']:>4} {r['threads']:>7} {r['step_s']:>8.2f} {r['cpu_s']:>7.2f} "
-              f"{r['gen_s']:>7.2f} {r['peak_rss_mb']:>12,.0f}")
-    print(f"step time 1 process / 2 processes: {speedup:.2f}x (wall); CPU time per step and process: "
-          f"{rows[0]['cpu_s'] / max(r['cpu_s'] for r in rows[1:]):.2f}x")
-    print(f"max |param difference|: 2 processes vs 1 process {diff_vs_one:.2e}, rank 0 vs rank 1 {diff_ranks:.2e} "
-          f"(largest |parameter| {largest:.2e}); histories' mean_reward equal: "
-          f"{_same_rewards(one, two)}")
-    ok = diff_vs_one <= args.tol and diff_ranks == 0.0
+              f"{r['gen_s']:>7.2f} {r['peak_rss_mb']:>12,.0f} {r['state_mb']:>9,.1f}")
+    summary, ok = {}, True
+    largest = float(one["params"][0].abs().max())
+    for label, run in list(runs.items())[1:]:
+        own = [r for r in rows if r["run"] == label]
+        speedup = rows[0]["step_s"] / max(r["step_s"] for r in own)
+        diff_vs_one = max(float((p - one["params"][0]).abs().max()) for p in run["params"])
+        diff_ranks = float((run["params"][0] - run["params"][1]).abs().max())
+        print(f"{label}: step time 1 process / {label} {speedup:.2f}x (wall), CPU time per step and process "
+              f"{rows[0]['cpu_s'] / max(r['cpu_s'] for r in own):.2f}x; max |param difference| vs 1 process "
+              f"{diff_vs_one:.2e}, rank 0 vs rank 1 {diff_ranks:.2e} (largest |parameter| {largest:.2e}); "
+              f"histories' mean_reward equal: {_same_rewards(one, run)}")
+        ok = ok and diff_vs_one <= args.tol and diff_ranks == 0.0
+        summary[label] = {"speedup": speedup, "diff_vs_one": diff_vs_one, "diff_ranks": diff_ranks}
     print("parameters agree" if ok else f"MISMATCH beyond {args.tol}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": rows, "diff_vs_one": diff_vs_one, "diff_ranks": diff_ranks,
-                                     "speedup": speedup, "cpu_load": [load_before, load_after],
-                                     "ranks": {"one": one["ranks"], "two": two["ranks"]}}, indent=2))
+    args.json.write_text(json.dumps({"rows": rows, "summary": summary, "cpu_load": [load_before, load_after],
+                                     "ranks": {label: run["ranks"] for label, run in runs.items()}}, indent=2))
     return 0 if ok else 1
 
 

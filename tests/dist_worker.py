@@ -17,6 +17,7 @@ spec's ``report_dir`` (outside every ``out_dir``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -57,10 +58,66 @@ class Audit:
                 self.events.append(f"{event} {text}")
 
 
-def _flat_params(model):
+def _flat_params(trainer):
+    """The trainable parameters, flattened; under FSDP gathered from the shards (every rank calls this)."""
     import torch
 
-    return torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters() if p.requires_grad])
+    model = trainer.model
+    full = trainer.processes.full_weights(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    values = [p.detach() for _, p in named] if full is None else [full[n] for n, _ in named]
+    return torch.cat([v.reshape(-1).double().cpu() for v in values])
+
+
+def _units_with_trainable_params(model) -> int:
+    """How many FSDP units own a trainable parameter (each reduce-scatters once per synced backward)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    claimed, count = set(), 0
+    for module in reversed([m for m in model.modules() if isinstance(m, FSDPModule)]):  # descendants first
+        own = [p for p in module.parameters() if id(p) not in claimed]
+        claimed.update(id(p) for p in own)
+        count += any(p.requires_grad for p in own)
+    return count
+
+
+def _count_gradient_syncs(trainer, syncs: list):
+    """Count the gradient collectives: the trainer's bucketed all-reduce, or FSDP's reduce-scatters (per unit).
+
+    Returns a function that undoes the counting."""
+    import torch.distributed as dist
+
+    if trainer.processes.sharded:
+        scatter = dist.reduce_scatter_single
+
+        def counted(*args, **kwargs):
+            syncs[0] += 1
+            return scatter(*args, **kwargs)
+
+        dist.reduce_scatter_single = counted
+        return lambda: setattr(dist, "reduce_scatter_single", scatter)
+    summed = trainer.processes.sum_gradients
+
+    def count_syncs(params, summed=summed):
+        syncs[0] += 1
+        return summed(params)
+
+    trainer.processes.sum_gradients = count_syncs
+    return lambda: None
+
+
+def _note_meta_weights(seen: list):
+    """Record, per sharded model, whether this rank held meta (unloaded) weights before sharding; returns the undo."""
+    from multireward_grpo.train import sharding
+
+    shard = sharding.shard_model
+
+    def noted(model, *args, **kwargs):
+        seen.append(any(p.is_meta for p in model.parameters()))
+        return shard(model, *args, **kwargs)
+
+    sharding.shard_model = noted
+    return lambda: setattr(sharding, "shard_model", shard)
 
 
 def run(spec: dict, audit: Audit) -> None:
@@ -73,7 +130,8 @@ def run(spec: dict, audit: Audit) -> None:
     tokenizer = make_tokenizer()
     report = Path(spec["report_dir"])
     for run_spec in spec["runs"]:
-        scored, calls = [], [0]
+        scored, calls, meta = [], [0], []
+        unnote = _note_meta_weights(meta)
 
         def reward(completion, prompt, scored=scored, calls=calls):
             calls[0] += 1
@@ -83,39 +141,44 @@ def run(spec: dict, audit: Audit) -> None:
         config = GRPOConfig(**{**run_spec["config"], "out_dir": run_spec["out_dir"],
                                "resume_from": run_spec.get("resume_from")})
         prompts = run_spec.get("prompts") or PROMPTS
-        trainer = GRPOTrainer(config, reward, prompts, eval_prompts=prompts[:3], model=make_model(tokenizer),
-                              tokenizer=tokenizer)
+        if run_spec.get("model_dir"):  # loaded by the trainer from a folder, as the CLI does
+            trainer = GRPOTrainer(config.replace(model=run_spec["model_dir"]), reward, prompts,
+                                  eval_prompts=prompts[:3])
+        else:
+            # meta_on_other_ranks: ranks > 0 get an empty model, as FSDP's rank-0-only loading leaves them
+            empty = run_spec.get("meta_on_other_ranks") and int(os.environ.get("RANK", "0")) > 0
+            with torch.device("meta") if empty else contextlib.nullcontext():
+                model = make_model(tokenizer)
+            trainer = GRPOTrainer(config, reward, prompts, eval_prompts=prompts[:3], model=model, tokenizer=tokenizer)
+        unnote()
         rank = trainer.processes.rank
         snapshots = []
         checkpoint = trainer._maybe_checkpoint
 
         def after_step(final, checkpoint=checkpoint, trainer=trainer, snapshots=snapshots, run_spec=run_spec):
             checkpoint(final)
-            snapshots.append(_flat_params(trainer.model))
+            snapshots.append(_flat_params(trainer))
             if run_spec.get("crash_after") == trainer.step:
                 raise Crash(f"planned interruption after step {trainer.step}")
 
         trainer._maybe_checkpoint = after_step
         syncs = [0]
-        summed = trainer.processes.sum_gradients
-
-        def count_syncs(params, summed=summed, syncs=syncs):
-            syncs[0] += 1
-            return summed(params)
-
-        trainer.processes.sum_gradients = count_syncs
+        uncount = _count_gradient_syncs(trainer, syncs)
         audit.root, audit.events = os.path.abspath(run_spec["out_dir"]), []
         crashed = False
         try:
             trainer.train()
         except Crash:
             crashed = True
+        finally:
+            uncount()
         audit.root = None
         torch.save(torch.stack(snapshots), report / f"{run_spec['name']}.rank{rank}.pt")
         (report / f"{run_spec['name']}.rank{rank}.json").write_text(json.dumps({
             "history": trainer.history, "scored_prompts": scored, "reward_calls": calls[0], "crashed": crashed,
             "writes": audit.events, "world_size": trainer.processes.world_size, "final_step": trainer.step,
-            "gradient_syncs": syncs[0],
+            "gradient_syncs": syncs[0], "sharded": trainer.processes.sharded, "meta_before_sharding": meta,
+            "sync_units": _units_with_trainable_params(trainer.model) if trainer.processes.sharded else 1,
         }))
         trainer.processes.barrier()
 

@@ -55,12 +55,65 @@ def test_without_a_launcher_no_distributed_machinery_is_used(monkeypatch):
     assert ("accelerate" in sys.modules) == before  # not imported for one process
 
 
-@pytest.mark.parametrize(("flag", "name"), [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_sharded_accelerate_config_is_refused(monkeypatch, flag, name):
+def test_deepspeed_config_is_refused_naming_what_runs(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv(flag, "true")
-    with pytest.raises(ValueError, match=rf"asks for {name} model sharding.*examples/accelerate/ddp.yaml"):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match=r"asks for DeepSpeed.*examples/accelerate/fsdp.yaml.*ddp.yaml.*TRL"):
         current_processes("cpu")
+
+
+FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+
+
+def test_fsdp_settings_read_what_accelerate_announces():
+    from multireward_grpo.train.sharding import FSDPSettings, fsdp_settings
+
+    assert fsdp_settings({}) is None and fsdp_settings({"ACCELERATE_USE_FSDP": "false", "FSDP_VERSION": "2"}) is None
+    assert fsdp_settings(FSDP2) == FSDPSettings()  # accelerate's defaults: layer-wise units, reshard, no rank-0 load
+    settings = fsdp_settings({**FSDP2, "FSDP_RESHARD_AFTER_FORWARD": "false", "FSDP_AUTO_WRAP_POLICY": "NO_WRAP",
+                              "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer, Qwen2DecoderLayer",
+                              "FSDP_CPU_RAM_EFFICIENT_LOADING": "true", "FSDP_OFFLOAD_PARAMS": "false"})
+    assert settings == FSDPSettings(reshard_after_forward=False, wrap_layers=False,
+                                    layer_classes=("LlamaDecoderLayer", "Qwen2DecoderLayer"), rank0_loads=True)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FSDP_VERSION": "1"}, r"FSDP version 1.*set fsdp_version: 2"),
+    ({"FSDP_VERSION": None}, r"FSDP version 1.*set fsdp_version: 2"),  # accelerate's default is version 1
+    ({"FSDP_OFFLOAD_PARAMS": "true"}, r"fsdp_offload_params to true.*set fsdp_offload_params: false"),
+    ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, r"fsdp_activation_checkpointing.*--gradient-checkpointing"),
+    ({"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, r"SIZE_BASED_WRAP is not supported.*TRANSFORMER_BASED_WRAP"),
+])
+def test_unsupported_fsdp_options_are_refused_with_what_to_set(monkeypatch, env, message):
+    from multireward_grpo.train.sharding import fsdp_settings
+
+    environ = {k: v for k, v in {**FSDP2, **env}.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        fsdp_settings(environ)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # the trainer's entry point refuses it before any process group starts
+    monkeypatch.delenv("FSDP_VERSION", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=message):
+        current_processes("cpu")
+
+
+def test_fsdp_layer_classes_are_found_or_refused_by_name():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_lm import make_model, make_tokenizer
+
+    from multireward_grpo.train.sharding import FSDPSettings, _layer_classes
+
+    model = make_model(make_tokenizer())
+    assert [c.__name__ for c in _layer_classes(model, FSDPSettings())] == ["LlamaDecoderLayer"]  # _no_split_modules
+    assert _layer_classes(model, FSDPSettings(wrap_layers=False)) == ()
+    with pytest.raises(ValueError, match=r"names Qwen2DecoderLayer, which LlamaForCausalLM does not contain; its "
+                                         r"layer classes: LlamaDecoderLayer"):
+        _layer_classes(model, FSDPSettings(layer_classes=("Qwen2DecoderLayer",)))
+    bare = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"Sequential names no decoder layer class.*NO_WRAP"):
+        _layer_classes(bare, FSDPSettings())
 
 
 def test_malformed_world_size_is_refused(monkeypatch):
@@ -158,3 +211,17 @@ def test_explicit_gpu_index_under_several_processes_is_refused():
 
     with pytest.raises(ValueError, match="each with the GPU of its local rank: set device='auto' or 'cuda'"):
         resolve_device_and_dtype("cuda:0", "float32", process_device=torch.device("cuda", 1))
+
+
+def test_fsdp_launch_environment_comes_from_accelerates_launcher():
+    pytest.importorskip("accelerate")
+    from multireward_grpo.train.sharding import (
+        FSDPSettings,
+        fsdp_launch_environment,
+        fsdp_settings,
+    )
+
+    env = fsdp_launch_environment(CONFIGS / "fsdp.yaml")
+    assert fsdp_settings(env) == FSDPSettings(rank0_loads=True)  # what the example config asks of the trainer
+    with pytest.raises(ValueError, match=r"ddp.yaml is not an FSDP config"):
+        fsdp_launch_environment(CONFIGS / "ddp.yaml")

@@ -170,12 +170,14 @@ def test_clip_higher_closed_form_on_one_token():
         loss.backward()
         assert float(loss.detach()) == pytest.approx(value, rel=1e-12)
         assert float(logp.grad) == pytest.approx(grad, rel=1e-12, abs=0)
-        assert stats["clipped_tokens"] == (1.0 if clip_high is None else 0.0)
+        assert stats["clipped_tokens"] == stats["clipped_high_tokens"] == (1.0 if clip_high is None else 0.0)
+        assert stats["clipped_low_tokens"] == 0.0
     # the low bound stays at 1 - clip whatever clip_high is: ratio 0.75, A = -1 is held at 0.8
     logp = torch.tensor([[math.log(0.75)]], dtype=torch.float64, requires_grad=True)
     loss, stats = policy_loss(logp, old, torch.tensor([-1.0]), mask, clip=0.2, clip_high=0.28, denominators=d)
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.8) and float(logp.grad) == 0.0 and stats["clipped_tokens"] == 1.0
+    assert (stats["clipped_low_tokens"], stats["clipped_high_tokens"]) == (1.0, 0.0)
 
 
 def test_sequence_ratio_is_the_exp_of_the_mean_log_ratio():

@@ -38,12 +38,14 @@ def test_clipping_zeroes_gradient_outside_the_band():
     assert grad[0] == 0.0  # clipped token: no gradient
     assert grad[1] != 0 and grad[2] != 0 and grad[3] != 0
     assert stats["clipped_tokens"] == 1.0
+    assert (stats["clipped_low_tokens"], stats["clipped_high_tokens"]) == (0.0, 1.0)  # above 1 + clip, A > 0
     # negative advantage: the low side is clipped instead
     logp2 = logp.detach().clone().requires_grad_()
     loss, stats = policy_loss(logp2, old, torch.tensor([-2.0]), mask, clip=0.2, denominators=_denoms(mask))
     loss.backward()
     assert logp2.grad[0, 1] == 0.0 and logp2.grad[0, 0] != 0.0
     assert stats["clipped_tokens"] == 1.0
+    assert (stats["clipped_low_tokens"], stats["clipped_high_tokens"]) == (1.0, 0.0)  # below 1 - clip, A < 0
 
 
 def test_k3_is_nonnegative_and_zero_at_reference():

@@ -129,9 +129,15 @@ def test_update_stats_are_the_mean_over_iterations_and_the_last(tmp_path, tokeni
         "kl": [sum(c["stats"]["kl"] for c in it) for it in per],
         "clip_frac": [sum(c["stats"]["clipped_tokens"] for c in it) / sum(c["stats"]["tokens"] for c in it)
                       for it in per],
+        "clip_frac_low": [sum(c["stats"]["clipped_low_tokens"] for c in it) / sum(c["stats"]["tokens"] for c in it)
+                          for it in per],
+        "clip_frac_high": [sum(c["stats"]["clipped_high_tokens"] for c in it) / sum(c["stats"]["tokens"] for c in it)
+                           for it in per],
         "grad_norm": norms,
     }
     assert expected["clip_frac"][0] == 0.0 and expected["clip_frac"][-1] > 0.0  # later iterations do clip
+    np.testing.assert_allclose(np.add(expected["clip_frac_low"], expected["clip_frac_high"]), expected["clip_frac"],
+                               rtol=1e-12)
     for key, values in expected.items():
         assert record[key] == pytest.approx(np.mean(values), rel=1e-9, abs=1e-12), key
         assert record[f"{key}_last"] == pytest.approx(values[-1], rel=1e-9, abs=1e-12), key
@@ -140,8 +146,8 @@ def test_update_stats_are_the_mean_over_iterations_and_the_last(tmp_path, tokeni
 def test_logging_docstring_lists_the_per_iteration_keys():
     from multireward_grpo.train import logging as train_logging
 
-    for key in ("clip_frac_last", "loss_last", "pg_loss_last", "kl_last", "grad_norm_last", "update_skipped",
-                "skipped_updates"):
+    for key in ("clip_frac_last", "clip_frac_low", "clip_frac_high", "loss_last", "pg_loss_last", "kl_last",
+                "grad_norm_last", "update_skipped", "skipped_updates"):
         assert f"``{key}``" in train_logging.__doc__, key
 
 

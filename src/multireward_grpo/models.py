@@ -161,6 +161,8 @@ def load_model_and_tokenizer(name: str | os.PathLike, model=None, tokenizer=None
         model = load_causal_lm(name, dtype=dtype)
     else:
         model = model.to(dtype)
+    if any(p.is_meta for p in model.parameters()):
+        return model, tokenizer  # an empty model (FSDP rank-0-only loading): sharding gives it rank 0's weights
     return model.to(device), tokenizer
 
 

@@ -85,7 +85,12 @@ A checkpoint holds global state only (the weights and optimizer state, the
 same on every rank, the step, the sampler position and the history; the RNG
 states are the main process's, and every step reseeds anyway), and only the
 main process writes it. So a run resumes on any number of processes that
-divides ``batch_prompts``, and ends where the uninterrupted run ends.
+divides ``batch_prompts``, and ends where the uninterrupted run ends. Under
+FSDP the shards are gathered first (every process takes part) and written in
+the same single-process format, so a sharded run resumes unsharded and the
+reverse; on resuming, the main process loads the weights before the model is
+shared out, and each process cuts its shards of the optimizer state from the
+file.
 """
 
 from __future__ import annotations
@@ -103,7 +108,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -114,10 +119,12 @@ __all__ = [
     "RESUME_IGNORED",
     "RESUME_REFUSED",
     "ResumePoint",
+    "Snapshot",
     "clean_stale_temp_folders",
     "find_resume_point",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "save_checkpoint",
 ]
 
@@ -266,13 +273,21 @@ def _trainer_state(trainer) -> dict:
     }
 
 
-def _write_contents(trainer, folder: Path) -> None:
+class Snapshot(NamedTuple):
+    """The full weights and optimizer state of a sharded model, gathered for saving (None: read the objects)."""
+
+    weights: dict | None = None
+    optimizer: dict | None = None
+
+
+def _write_contents(trainer, folder: Path, snapshot: Snapshot) -> None:
     import torch
 
-    trainer.model.save_pretrained(folder / "model")  # safetensors, the default
+    weights = {} if snapshot.weights is None else {"state_dict": snapshot.weights}
+    trainer.model.save_pretrained(folder / "model", **weights)  # safetensors, the default
     trainer.tokenizer.save_pretrained(folder / "model")
-    torch.save({"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict()},
-               folder / "optimizer.pt")
+    optimizer = trainer.optimizer.state_dict() if snapshot.optimizer is None else snapshot.optimizer
+    torch.save({"optimizer": optimizer, "scheduler": trainer.scheduler.state_dict()}, folder / "optimizer.pt")
     torch.save(_rng_state(), folder / "rng.pt")
     (folder / "trainer_state.json").write_text(json.dumps(_trainer_state(trainer), default=str), encoding="utf-8")
     (folder / "COMPLETE").write_text("ok\n")
@@ -301,8 +316,16 @@ def _install(tmp: Path, final: Path) -> None:
             _warn_leftover(aside, err)
 
 
-def save_checkpoint(trainer) -> Path:
+def save_checkpoint(trainer, snapshot: Snapshot | None = None) -> Path:
     """Write ``out_dir/checkpoint-{step}`` atomically; keep the newest ``keep_checkpoints``.
+
+    Parameters
+    ----------
+    trainer : GRPOTrainer
+    snapshot : Snapshot, optional
+        The gathered weights and optimizer state of a sharded model (the
+        trainer's ``_snapshot()``, which every process calls); by default
+        read from the trainer's model and optimizer.
 
     Returns
     -------
@@ -315,7 +338,7 @@ def save_checkpoint(trainer) -> Path:
     final = out / f"{_PREFIX}{trainer.step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{_PREFIX}{trainer.step}.", suffix=".tmp", dir=out))
     try:
-        _write_contents(trainer, tmp)
+        _write_contents(trainer, tmp, snapshot or Snapshot())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -493,7 +516,14 @@ def find_resume_point(config, prompts: Sequence[Any], where: str | Path | None =
 # --------------------------------------------------------------------------- resume: load
 
 
-def load_checkpoint(trainer, where: str | Path | ResumePoint) -> Path:
+def load_weights(trainer, where: str | Path | ResumePoint) -> Path:
+    """Load a checkpoint's weights (adapter or full model) into ``trainer.model``; returns the checkpoint folder."""
+    point = where if isinstance(where, ResumePoint) else find_resume_point(trainer.config, trainer.prompts, where)
+    _load_weights(trainer, point.path / "model")
+    return point.path
+
+
+def load_checkpoint(trainer, where: str | Path | ResumePoint, *, weights: bool = True) -> Path:
     """Restore weights, optimizer, scheduler, RNG, step, sampler and history; apply the changed settings.
 
     Parameters
@@ -501,6 +531,9 @@ def load_checkpoint(trainer, where: str | Path | ResumePoint) -> Path:
     trainer : GRPOTrainer
     where : str, path or ResumePoint
         A checkpoint folder, ``"latest"``, or what :func:`find_resume_point` returned.
+    weights : bool
+        Load the weights too. The trainer loads them itself (:func:`load_weights`, on the main process,
+        before the model is shared out) and passes False.
 
     Returns
     -------
@@ -508,10 +541,14 @@ def load_checkpoint(trainer, where: str | Path | ResumePoint) -> Path:
         The checkpoint folder loaded.
     """
     point = where if isinstance(where, ResumePoint) else find_resume_point(trainer.config, trainer.prompts, where)
-    _load_weights(trainer, point.path / "model")
+    if weights:
+        _load_weights(trainer, point.path / "model")
     states = _load_plain(point.path / "optimizer.pt")
+    processes = getattr(trainer, "processes", None)
     try:
-        trainer.optimizer.load_state_dict(states["optimizer"])
+        optimizer_state = states["optimizer"] if processes is None else processes.local_optimizer_state(
+            trainer.optimizer, states["optimizer"])
+        trainer.optimizer.load_state_dict(optimizer_state)
         trainer.scheduler.load_state_dict(states["scheduler"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{point.path / 'optimizer.pt'} does not fit this trainer's optimizer ({err}); "
@@ -525,7 +562,6 @@ def load_checkpoint(trainer, where: str | Path | ResumePoint) -> Path:
     trainer.parent = {"run_id": state.get("run_id"), "step": trainer.step, "checkpoint": point.path.name}
     if "lr" in point.applied or "n_steps" in point.applied:
         _apply_lr(trainer)
-    processes = getattr(trainer, "processes", None)
     if point.applied and (processes is None or processes.is_main):  # one message, not one per process
         print(f"resuming from {point.path} (step {trainer.step}); applied changed settings: "
               + ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in point.applied.items()),

@@ -26,10 +26,12 @@ How the trainer splits a step over ``N`` processes (ranks):
   ranks that divides ``batch_prompts`` (the output folder must be on a file
   system every rank sees).
 
-Model sharding (FSDP, DeepSpeed ZeRO) is not done by this trainer: each rank
-holds the whole model. An Accelerate config asking for it is refused; run the
-TRL integration (:mod:`multireward_grpo.integrations.trl`) under such a
-config instead, see ``examples/accelerate/``.
+Under an Accelerate FSDP config (``examples/accelerate/fsdp.yaml``) the
+same step runs on a model sharded over the ranks (parameters, gradients and
+optimizer state): see :mod:`multireward_grpo.train.sharding`. A DeepSpeed
+config is refused: DeepSpeed's engine takes over the backward pass and the
+optimizer step; run the TRL integration
+(:mod:`multireward_grpo.integrations.trl`) under it instead.
 
 In one process (no launcher) nothing here imports torch.distributed or
 Accelerate, and every collective is the identity.
@@ -37,13 +39,11 @@ Accelerate, and every collective is the identity.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Sequence
 
-__all__ = ["Processes", "SHARDING_ENV", "current_processes", "share_of"]
-
-SHARDING_ENV = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-"""Environment flags ``accelerate launch`` sets for a sharded config, and what they ask for."""
+__all__ = ["Processes", "current_processes", "share_of"]
 GRAD_BUCKET_ELEMENTS = 1 << 24
 """Gradient elements summed across ranks per collective call (16 Mi: 64 MiB of float32 buffer at most)."""
 
@@ -92,8 +92,35 @@ class Processes:
     def sum_gradients(self, params) -> None:
         """Replace each parameter's gradient by its sum over the processes (a missing gradient counts as 0)."""
 
-    def broadcast_parameters(self, params) -> None:
-        """Copy rank 0's values into these parameters on every process."""
+    sharded = False
+    """True when the model is sharded over the processes (FSDP)."""
+
+    def load_device(self, device):
+        """Where to load the model before :meth:`prepare_model` (the run's device; CPU when sharding moves it)."""
+        return device
+
+    def prepare_model(self, model):
+        """The model every process trains: rank 0's weights on every process (sharded under FSDP)."""
+        return model
+
+    def inference(self, model):
+        """Context for no-grad passes (sampling, log-probs) on ``model``; under FSDP its weights are gathered."""
+        return contextlib.nullcontext(model)
+
+    def before_backward(self, model, last: bool) -> None:
+        """Called before each micro-batch's backward; ``last`` marks an update's final micro-batch."""
+
+    def full_weights(self, model) -> dict | None:
+        """``model``'s full state dict for saving (collective under FSDP); None: read the model itself."""
+        return None
+
+    def full_optimizer_state(self, optimizer) -> dict | None:
+        """The optimizer state in the single-process format (collective under FSDP); None: read the optimizer."""
+        return None
+
+    def local_optimizer_state(self, optimizer, state: dict) -> dict:
+        """A saved single-process optimizer ``state`` as this process's optimizer loads it (its shards under FSDP)."""
+        return state
 
     def batch_share(self, batch_prompts: int) -> slice:
         """This process's prompts of a step: a contiguous, whole-group share of the ``batch_prompts``."""
@@ -155,13 +182,14 @@ class _ManyProcesses(Processes):
             for grad, summed in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
                 grad.copy_(summed)
 
-    def broadcast_parameters(self, params) -> None:
+    def prepare_model(self, model):
         import torch
         import torch.distributed as dist
 
-        with torch.no_grad():
-            for p in params:
-                dist.broadcast(p.data, src=0)
+        with torch.no_grad():  # every process holds the whole model: give it rank 0's
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+        return model
 
     def batch_share(self, batch_prompts: int) -> slice:
         check_batch_split(batch_prompts, self.world_size)
@@ -169,6 +197,52 @@ class _ManyProcesses(Processes):
 
     def items_share(self, n_items: int) -> slice:
         return share_of(n_items, self.rank, self.world_size)
+
+
+class _ShardedProcesses(_ManyProcesses):
+    """The processes of an FSDP run: the model is sharded (see :mod:`multireward_grpo.train.sharding`)."""
+
+    sharded = True
+
+    def __init__(self, state, settings):
+        super().__init__(state)
+        self.settings = settings
+
+    def load_device(self, device):
+        import torch
+
+        return torch.device("cpu")  # fully_shard moves each shard to this process's device
+
+    def prepare_model(self, model):
+        from multireward_grpo.train.sharding import shard_model
+
+        return shard_model(model, self.settings, self.device, rank=self.rank)
+
+    def inference(self, model):
+        from multireward_grpo.train.sharding import gathered
+
+        return gathered(model, self.settings)
+
+    def before_backward(self, model, last: bool) -> None:
+        model.set_requires_gradient_sync(last)  # reduce-scatter once per update, on its final micro-batch
+
+    def sum_gradients(self, params) -> None:
+        """Nothing left to do: FSDP summed the gradients into the shards in the update's final backward."""
+
+    def full_weights(self, model):
+        from multireward_grpo.train.sharding import full_state_dict
+
+        return full_state_dict(model)
+
+    def full_optimizer_state(self, optimizer):
+        from multireward_grpo.train.sharding import full_optimizer_state
+
+        return full_optimizer_state(optimizer)
+
+    def local_optimizer_state(self, optimizer, state):
+        from multireward_grpo.train.sharding import sharded_optimizer_state
+
+        return sharded_optimizer_state(optimizer, state)
 
 
 def _buckets(params, limit: int):
@@ -207,13 +281,13 @@ def _launched_processes() -> int:
                          "launcher") from None
 
 
-def _refuse_sharding() -> None:
-    asked = [name for flag, name in SHARDING_ENV.items() if os.environ.get(flag, "").lower() in _TRUE]
-    if asked:
+def _refuse_deepspeed() -> None:
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in _TRUE:
         raise ValueError(
-            f"the Accelerate config asks for {asked[0]} model sharding, but GRPOTrainer trains data-parallel with the "
-            "whole model on every process: launch with a DDP config (examples/accelerate/ddp.yaml), or use the TRL "
-            "integration (multireward_grpo.integrations.trl), which runs under FSDP and DeepSpeed configs")
+            "the Accelerate config asks for DeepSpeed, which GRPOTrainer does not run (DeepSpeed's engine takes over "
+            "the backward pass and the optimizer step): shard the model with an FSDP config "
+            "(examples/accelerate/fsdp.yaml), train data-parallel with examples/accelerate/ddp.yaml, or run the TRL "
+            "integration (multireward_grpo.integrations.trl) under the DeepSpeed config")
 
 
 def current_processes(device: str = "auto") -> Processes:
@@ -234,11 +308,14 @@ def current_processes(device: str = "auto") -> Processes:
     Raises
     ------
     ValueError
-        A sharded (FSDP / DeepSpeed) Accelerate config, or a malformed ``WORLD_SIZE``.
+        A DeepSpeed config, an FSDP option this trainer does not support, or a malformed ``WORLD_SIZE``.
     """
     if _launched_processes() <= 1:
         return Processes()
-    _refuse_sharding()
+    _refuse_deepspeed()
+    from multireward_grpo.train.sharding import fsdp_settings
+
+    settings = fsdp_settings()
     import torch
     from accelerate import PartialState
 
@@ -246,4 +323,4 @@ def current_processes(device: str = "auto") -> Processes:
     state = PartialState(cpu=cpu)
     if state.num_processes <= 1:
         return Processes()
-    return _ManyProcesses(state)
+    return _ManyProcesses(state) if settings is None else _ShardedProcesses(state, settings)

@@ -11,7 +11,10 @@ mean and the last show that): ``loss`` / ``loss_last``, ``pg_loss`` /
 ``pg_loss_last``, ``kl`` / ``kl_last`` (mean k3 per token), ``grad_norm`` /
 ``grad_norm_last`` (before clipping; NaN or inf when an update was skipped),
 ``clip_frac`` / ``clip_frac_last`` (tokens whose ratio left the clip band on
-the side that bites); ``update_skipped`` (int, 1 when any update of this
+the side that bites), split into ``clip_frac_low`` (below ``1 - ppo_clip``,
+negative advantage) and ``clip_frac_high`` (above ``1 + epsilon_high``,
+positive advantage; TRL's ``clip_ratio/low_mean`` and ``high_mean``), each
+with its ``_last``; ``update_skipped`` (int, 1 when any update of this
 step was skipped for a non-finite gradient norm, its weights left as they
 were), ``skipped_updates`` (int, such skipped updates since the run began);
 
@@ -74,7 +77,8 @@ def update_scalars(iterations, skipped_before: int = 0) -> dict:
     ----------
     iterations : list of dict
         One per update (``num_iterations``), with the sums ``loss``, ``pg``,
-        ``kl``, ``clipped_tokens``, ``tokens`` and ``grad_norm``, ``skipped``.
+        ``kl``, ``clipped_tokens`` (and its ``clipped_low_tokens`` /
+        ``clipped_high_tokens`` parts), ``tokens`` and ``grad_norm``, ``skipped``.
     skipped_before : int
         Updates skipped in earlier steps of the run.
     """
@@ -84,6 +88,8 @@ def update_scalars(iterations, skipped_before: int = 0) -> dict:
         "kl": [it["kl"] for it in iterations],
         "grad_norm": [it["grad_norm"] for it in iterations],
         "clip_frac": [it["clipped_tokens"] / max(it["tokens"], 1.0) for it in iterations],
+        "clip_frac_low": [it.get("clipped_low_tokens", 0.0) / max(it["tokens"], 1.0) for it in iterations],
+        "clip_frac_high": [it.get("clipped_high_tokens", 0.0) / max(it["tokens"], 1.0) for it in iterations],
     }
     scalars = {}
     for key, values in per_key.items():

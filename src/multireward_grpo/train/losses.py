@@ -190,7 +190,8 @@ def policy_loss(logp, old_logp, advantages, mask, *, clip: float, denominators: 
     loss : scalar tensor
         This micro-batch's share of the batch loss.
     stats : dict of float
-        Sums over this micro-batch (pg, kl, clipped tokens, tokens).
+        Sums over this micro-batch: pg, kl, clipped tokens (all, and those below ``1 - clip`` and above
+        ``1 + clip_high`` apart), tokens.
     """
     loss_type = _check_options(loss_type, importance_sampling_level, clip, clip_high)
     clip_high = clip if clip_high is None else clip_high
@@ -210,11 +211,15 @@ def policy_loss(logp, old_logp, advantages, mask, *, clip: float, denominators: 
         per_token = pg + kl_coef * kl
     loss = _aggregate(per_token, mask, loss_type, denominators)
     with torch.no_grad():
-        outside = ((ratio < 1.0 - clip) & (adv < 0)) | ((ratio > 1.0 + clip_high) & (adv > 0))
+        # the clip bites below 1 - clip only where A < 0, above 1 + clip_high only where A > 0
+        low = ((ratio < 1.0 - clip) & (adv < 0)).to(mask.dtype) * mask
+        high = ((ratio > 1.0 + clip_high) & (adv > 0)).to(mask.dtype) * mask
         stats = {
             "pg": float(_aggregate(pg, mask, loss_type, denominators)),
             "kl": 0.0 if kl is None else float((kl * mask).sum() / max(denominators.n_tokens, 1)),
-            "clipped_tokens": float((outside.to(mask.dtype) * mask).sum()),
+            "clipped_tokens": float(low.sum() + high.sum()),
+            "clipped_low_tokens": float(low.sum()),
+            "clipped_high_tokens": float(high.sum()),
             "tokens": float(mask.sum()),
         }
     return loss, stats

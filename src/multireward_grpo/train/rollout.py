@@ -180,6 +180,17 @@ def _checkpointing(model) -> bool:
     return False
 
 
+def _sharded(model) -> bool:
+    """True for a model sharded with FSDP2 (``fully_shard``)."""
+    import torch.distributed
+
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 @functools.cache
 def _cache_keyword_of(model_class: type) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
@@ -223,9 +234,11 @@ def _shared_prompt(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, e
 
     Sharing pays when some rows repeat a prompt; it is off while activation
     checkpointing trains the model, because transformers then turns the
-    cache off.
+    cache off, and while a sharded (FSDP) model trains: FSDP gathers a layer's
+    weights again for the backward only when a gradient reaches the layer's
+    outputs, and the cache's keys and values leave the layer another way.
     """
-    if not enabled or prompt_ids.shape[1] < 2 or (model.training and _checkpointing(model)):
+    if not enabled or prompt_ids.shape[1] < 2 or (model.training and (_checkpointing(model) or _sharded(model))):
         return {}
     groups = prompt_groups(prompt_ids, prompt_mask)
     if len(groups[0]) == prompt_ids.shape[0]:

@@ -28,6 +28,10 @@ Deliberate choices, named here so they are not mistaken for accidents:
   are global and the gradients are summed once per update, so N processes
   take the steps of one process with the same global batch; only the main
   process writes files (see :mod:`multireward_grpo.train.distributed`).
+  Under an Accelerate FSDP config the model is sharded over the processes
+  and the no-grad passes run on weights gathered once per pass (see
+  :mod:`multireward_grpo.train.sharding`); the prompt cache is then not
+  shared in the training pass.
 * Prompts are drawn without replacement, in a fresh seeded order each epoch.
 * Rollouts use plain temperature / top-p sampling and the log-probs are those
   of the tempered distribution (as TRL does); the model's own
@@ -302,16 +306,23 @@ class GRPOTrainer:
         self.batch_share = self.processes.batch_share(config.batch_prompts)  # refuses an uneven split before loading
         resume_point = self._prepare_out_dir()  # a missing or incompatible checkpoint fails before the model loads
         self.device, self.dtype = _device_and_dtype(config, self.processes.device)
-        self.model, self.tokenizer = _load(config, model, tokenizer, self.device, self.dtype)
+        self.model, self.tokenizer = _load(config, model, tokenizer, self.processes.load_device(self.device),
+                                           self.dtype)
         if config.gradient_checkpointing:
             enable_checkpointing(self.model)
         if config.use_lora:
             self.model = _add_lora(self.model, config)
         if config.disable_dropout:
             disable_dropout(self.model)
-        # every rank starts from rank 0's weights, whatever a passed-in model or the seeding gave it
-        self.processes.broadcast_parameters(p for p in self.model.parameters() if p.requires_grad)
         self.reference = _frozen_reference(self.model) if (not config.use_lora and config.kl_coef > 0) else None
+        if resume_point is not None and self.processes.is_main:
+            from multireward_grpo.train.checkpoint import load_weights
+
+            load_weights(self, resume_point)
+        # every rank trains rank 0's weights (sharded under FSDP), whatever a passed-in model or the seeding gave it
+        self.model = self.processes.prepare_model(self.model)
+        if self.reference is not None:
+            self.reference = self.processes.prepare_model(self.reference)
         self.optimizer, self.scheduler = _optimizer_and_schedule(self.model, config)
         self.sampler = PromptSampler(len(self.prompts), config.seed)
         self._interrupts = _DeferredInterrupt()
@@ -320,7 +331,7 @@ class GRPOTrainer:
         if resume_point is not None:
             from multireward_grpo.train.checkpoint import load_checkpoint
 
-            load_checkpoint(self, resume_point)
+            load_checkpoint(self, resume_point, weights=False)
 
     def _prepare_out_dir(self):
         """Clear stale checkpoint temp folders; check ``resume_from`` (see :mod:`~multireward_grpo.train.checkpoint`).
@@ -438,18 +449,20 @@ class GRPOTrainer:
         """Ctrl-C: checkpoint the last finished step, so ``resume_from='latest'`` continues the run exactly."""
         from multireward_grpo.train.checkpoint import latest_checkpoint, save_checkpoint
 
-        if not self.processes.is_main:
-            return
         if self._interrupts.forced:
-            print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is "
-                  f"{latest_checkpoint(self.out_dir)}", file=sys.stderr)
+            if self.processes.is_main:
+                print(f"\nstopped in the middle of step {self.step}'s update; the newest checkpoint is "
+                      f"{latest_checkpoint(self.out_dir)}", file=sys.stderr)
             return
         if self.step == 0:
             return
         # A checkpoint-N of the same step from an abandoned branch does not hold this run's step: compare
         # with what this trainer itself saved or loaded.
         saved = self.checkpointed_step == self.step and (self.out_dir / f"checkpoint-{self.step}" / "COMPLETE").exists()
-        path = self.out_dir / f"checkpoint-{self.step}" if saved else save_checkpoint(self)
+        snapshot = None if saved else self._snapshot()  # under FSDP every process takes part in the gathering
+        if not self.processes.is_main:
+            return
+        path = self.out_dir / f"checkpoint-{self.step}" if saved else save_checkpoint(self, snapshot)
         print(f"\ninterrupted after step {self.step}: {path} holds it; resume with resume_from='latest' "
               "(CLI: --resume-from latest)", file=sys.stderr)
 
@@ -460,10 +473,11 @@ class GRPOTrainer:
         template) and the training record :func:`multireward_grpo.hub.push_adapter` reads.
         """
         path = Path(path)
+        weights = self.processes.full_weights(self.model)  # under FSDP every process takes part in the gathering
         if not self.processes.is_main:
             return path
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        self.model.save_pretrained(path, **({} if weights is None else {"state_dict": weights}))
         self.tokenizer.save_pretrained(path)
         if self.config.use_lora:
             from multireward_grpo.hub import write_trainer_card
@@ -499,14 +513,15 @@ class GRPOTrainer:
         cfg = self.config
         share = self.processes.items_share(len(items))
         rewards, names = None, None
-        if share.stop > share.start:
-            row_seeds = [_stable_seed(seed, "eval", i, j) for i in range(share.start, share.stop) for j in range(m)]
-            rewards = eval_rewards(
-                self.model, self.tokenizer, self.reward, items[share], m=m, max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
-                nan_policy=cfg.nan_policy, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
-                reward_context={"trainer_state": self._trainer_state(self.step, self.sampler.drawn)})
-            names = self.reward.channel_names
+        with self.processes.inference(self.model):  # entered by every process, with a share of prompts or not
+            if share.stop > share.start:
+                row_seeds = [_stable_seed(seed, "eval", i, j) for i in range(share.start, share.stop) for j in range(m)]
+                rewards = eval_rewards(
+                    self.model, self.tokenizer, self.reward, items[share], m=m, max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
+                    nan_policy=cfg.nan_policy, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
+                    reward_context={"trainer_state": self._trainer_state(self.step, self.sampler.drawn)})
+                names = self.reward.channel_names
         parts = [part for part in self.processes.gather((rewards, names)) if part[0] is not None]
         return summarize(np.concatenate([r for r, _ in parts]), cfg.weights, parts[0][1], m)
 
@@ -524,11 +539,12 @@ class GRPOTrainer:
         self.model.eval()
         started = time.perf_counter()
         row_seeds = [_stable_seed(cfg.seed, "rollout", self.step, p, j) for p in positions for j in range(cfg.m)]
-        rollouts = sample_completions(
-            self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=cfg.m,
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-            batch_size=cfg.generation_batch_size, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
-        )
+        with self.processes.inference(self.model):
+            rollouts = sample_completions(
+                self.model, self.tokenizer, render_prompts(self.tokenizer, batch), m=cfg.m,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                batch_size=cfg.generation_batch_size, share_prompt=cfg.share_prompt_cache, row_seeds=row_seeds,
+            )
         return rollouts, time.perf_counter() - started
 
     def _score(self, rollouts, batch):
@@ -570,11 +586,23 @@ class GRPOTrainer:
 
         if self.config.kl_coef == 0:
             return None
-        with torch.no_grad():
+        model = self.model if self.config.use_lora else self.reference
+        with torch.no_grad(), self.processes.inference(model):
             if self.config.use_lora:
                 with self.model.disable_adapter():
                     return token_logprobs(self.model, rollouts, **self._logprob_kw())
             return token_logprobs(self.reference, rollouts, **self._logprob_kw())
+
+    def _old_logprobs(self, rollouts):
+        """The sampling policy's log-probs, for ``num_iterations > 1`` (None: the first pass's own, detached)."""
+        import torch
+
+        from multireward_grpo.train.rollout import token_logprobs
+
+        if self.config.num_iterations == 1:
+            return None
+        with torch.no_grad(), self.processes.inference(self.model):
+            return token_logprobs(self.model, rollouts, **self._logprob_kw())
 
     def _logprob_kw(self) -> dict:
         return {"micro_batch_size": self.config.micro_batch_size, "temperature": self.config.temperature,
@@ -582,17 +610,11 @@ class GRPOTrainer:
 
     def _update(self, rollouts, advantages) -> dict:
         """``num_iterations`` updates on one batch: ``{"iterations": [stats of each], "train_seconds": ...}``."""
-        import torch
-
         from multireward_grpo.train.losses import LossDenominators
-        from multireward_grpo.train.rollout import token_logprobs
 
         self.model.eval()
         ref = self._reference_logprobs(rollouts)
-        old = None
-        if self.config.num_iterations > 1:
-            with torch.no_grad():
-                old = token_logprobs(self.model, rollouts, **self._logprob_kw())
+        old = self._old_logprobs(rollouts)
         local = LossDenominators.of_batch(
             rollouts.completion_mask, rollouts.truncated, max_new_tokens=self.config.max_new_tokens,
             micro_batch_size=self.config.micro_batch_size,
@@ -626,6 +648,8 @@ class GRPOTrainer:
         self.processes.sum_gradients(params)  # once per update, after every micro-batch
         totals = dict(zip(totals, self.processes.sum_floats(list(totals.values()))))
         norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm or float("inf"))
+        if hasattr(norm, "full_tensor"):  # FSDP: the norm over all shards, a replicated DTensor
+            norm = norm.full_tensor()
         self._interrupts.hold()  # from the first weight update on, the step must finish
         totals["grad_norm"] = float(norm)
         totals["skipped"] = not math.isfinite(totals["grad_norm"])
@@ -645,7 +669,8 @@ class GRPOTrainer:
         from multireward_grpo.train import losses
         from multireward_grpo.train.rollout import micro_logprobs
 
-        totals = {"loss": 0.0, "pg": 0.0, "kl": 0.0, "clipped_tokens": 0.0, "tokens": 0.0}
+        sums = ("pg", "kl", "clipped_tokens", "clipped_low_tokens", "clipped_high_tokens", "tokens")
+        totals = {"loss": 0.0, **dict.fromkeys(sums, 0.0)}
         size = self.config.micro_batch_size
         for start in range(0, len(rollouts), size):
             part = slice(start, start + size)
@@ -657,9 +682,10 @@ class GRPOTrainer:
                 ref_logp=None if ref is None else ref[part], truncated=rollouts.truncated[part],
                 **losses.objective_options(self.config),
             )
+            self.processes.before_backward(self.model, last=start + size >= len(rollouts))
             loss.backward()
             totals["loss"] += float(loss.detach())
-            for key in ("pg", "kl", "clipped_tokens", "tokens"):
+            for key in sums:
                 totals[key] += stats[key]
         return totals
 
@@ -687,13 +713,20 @@ class GRPOTrainer:
         return step_record(self, rewards, advantages, rollouts, {**update, "train_seconds": train_seconds},
                            gen_seconds, step_seconds, lengths=lengths, truncated=truncated)
 
+    def _snapshot(self):
+        """The weights and optimizer state a checkpoint writes; under FSDP gathered by every process (collective)."""
+        from multireward_grpo.train.checkpoint import Snapshot
+
+        return Snapshot(self.processes.full_weights(self.model), self.processes.full_optimizer_state(self.optimizer))
+
     def _maybe_checkpoint(self, final: bool) -> None:
         from multireward_grpo.train.checkpoint import save_checkpoint
 
         every = self.config.checkpoint_every
         if final or (every and self.step % every == 0):
+            snapshot = self._snapshot()
             if self.processes.is_main:
-                save_checkpoint(self)
+                save_checkpoint(self, snapshot)
             self.checkpointed_step = self.step
             self.processes.barrier()  # the checkpoint is complete before any rank goes on
 
