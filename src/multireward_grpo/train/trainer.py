@@ -692,6 +692,8 @@ class GRPOTrainer:
     def _skip_update(self, grad_norm: float, iteration: int) -> None:
         """A NaN/inf gradient would write NaN weights: drop it, keep the weights, and say so."""
         self.optimizer.zero_grad(set_to_none=True)
+        if not self.processes.is_main:
+            return  # every process skips the same update (the norm is global): one warning is enough
         warnings.warn(
             f"step {self.step}: non-finite gradient norm ({grad_norm}) in update {iteration + 1} of "
             f"{self.config.num_iterations}; skipped that optimizer update and zeroed the gradients (the weights "
