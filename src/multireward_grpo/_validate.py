@@ -81,3 +81,17 @@ def check_channel_index(name: str, value: Any, n_channels: int | None = None) ->
     if n_channels is not None and index >= n_channels:
         raise ValueError(f"{name} is {index} but there are only {n_channels} channels (0..{n_channels - 1})")
     return index
+
+
+def channel_labels(channel_names: Any, n_channels: int, *, default: str = "ch{}", counted_as: str = "channels") -> list:
+    """``channel_names`` as strings, one per channel, or ``default.format(c)`` for each channel without names.
+
+    ``counted_as`` says where the count comes from in the error (e.g. "weights in the config").
+    """
+    if channel_names is None:
+        return [default.format(c) for c in range(n_channels)]
+    names = [str(name) for name in channel_names]
+    if len(names) != n_channels:
+        raise ValueError(f"channel_names has {len(names)} names but there are {n_channels} {counted_as}; "
+                         "pass one per channel")
+    return names

@@ -222,12 +222,9 @@ def _cell(value: Any) -> str:
 
 
 def _channel_names(channel_names: Sequence[str] | None, n: int) -> list[str]:
-    if channel_names is None:
-        return [f"channel {c}" for c in range(n)]
-    names = [str(x) for x in channel_names]
-    if len(names) != n:
-        raise ValueError(f"channel_names has {len(names)} names but the config has {n} weights; pass one per channel")
-    return names
+    from multireward_grpo._validate import channel_labels
+
+    return channel_labels(channel_names, n, default="channel {}", counted_as="weights in the config")
 
 
 def _training_section(cfg: dict, names: list[str], history: Sequence[Mapping] | None) -> list[str]:

@@ -536,12 +536,9 @@ def _influence_dict(result_or_dict) -> dict[str, np.ndarray]:
 
 
 def _channel_names(channel_names, R: int) -> list[str]:
-    if channel_names is None:
-        return [f"ch{i}" for i in range(R)]
-    names = [str(n) for n in channel_names]
-    if len(names) != R:
-        raise ValueError(f"channel_names has {len(names)} names but there are {R} channels; pass one per channel")
-    return names
+    from multireward_grpo._validate import channel_labels
+
+    return channel_labels(channel_names, R)
 
 
 def _shares(values: np.ndarray) -> np.ndarray:
