@@ -27,6 +27,7 @@ import contextlib
 import http.client
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -286,7 +287,7 @@ def _price(value: Any) -> Optional[float]:
         price = float(value)
     except (TypeError, ValueError):
         return None
-    return price if price >= 0 and price == price and price != float("inf") else None
+    return price if math.isfinite(price) and price >= 0 else None
 
 
 def hourly_price(pod: Mapping[str, Any]) -> Optional[float]:

@@ -125,7 +125,6 @@ def _tied_share(flat: np.ndarray, m: int) -> np.ndarray:
     out = np.zeros(rows)
     np.add.at(out, row_of_start[tied], terms)
     return out
-    return out.reshape(values.shape[:-1])
 
 
 def prompt_correlation(rollouts, *, eps: float = 1e-8) -> np.ndarray:
