@@ -37,7 +37,8 @@ def test_thm3_check_several_m_and_plots(tmp_path, capsys):
                  "--marginals", "bernoulli-beta", "--condition", "0:1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert {p.name for p in tmp_path.iterdir()} >= {"money_scatter_m4.png", "money_scatter_m8.png", "mse_vs_m.png"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"money_scatter_m4.png", "money_scatter_m8.png", "mse_vs_m.png",
+                                                    "law_ratios.png"}
     assert "conditioning: 0->1 (zero_fill)" in out
 
 

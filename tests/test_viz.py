@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -527,3 +528,44 @@ def test_describe_corpus_names_file_backend_and_model():
     assert viz.describe_corpus(real, "/data/run1/rollouts.parquet") == "rollouts.parquet, hf, Qwen/Qwen2.5-0.5B-Instruct"
     assert viz.describe_corpus(SimpleNamespace(metadata={}), None) == "corpus"
     assert viz.describe_corpus(SimpleNamespace(metadata={"backend": "odd"}), "c.jsonl") == "c.jsonl"
+
+
+# --------------------------------------------------------------------------- law ratios per m
+
+
+def test_law_ratios_draw_the_results_ratios_and_intervals(tmp_path):
+    rng = np.random.default_rng(3)
+    results = [analyze(rng.normal(size=(10, 30, m, 3)), w=np.array([1.0, 1.0, 0.5]), n_resamples=200,
+                       score_seed=m) for m in (8, 4)]  # unsorted on purpose
+    out = viz.plot_law_ratios(results, tmp_path / "ratios.png", source="gaussian mock")
+    _assert_png(tmp_path / "ratios.png")
+    assert out["m"] == [4, 8] and "gaussian mock" in out["title"]
+    by_m = {r.m: r for r in results}
+    population = out["series"]["NA / population law"]
+    assert population["ratio"] == [by_m[m].population_ratio_pooled["na"] for m in (4, 8)]
+    assert population["low"] == [by_m[m].population_ratio_ci["na"][0] for m in (4, 8)]
+    conditional = out["series"]["AN / score model (conditional)"]
+    assert conditional["high"] == [by_m[m].ratio_ci["an"][1] for m in (4, 8)]
+    uncorrected = out["series"]["NA / law without finite-m correction"]["ratio"]
+    assert uncorrected == [by_m[m].population_ratio_pooled["na_no_correction"] for m in (4, 8)]
+    for m in (4, 8):  # Gaussian channels: the population law holds within its interval at every m
+        low, high = by_m[m].population_ratio_ci["na"]
+        assert low <= 1.0 <= high
+
+
+def test_law_ratios_without_a_population_law_draw_the_conditional_ratios(tmp_path):
+    result = analyze(np.random.default_rng(0).normal(size=(6, 20, 4, 2)), w=np.array([1.0, 1.0]), n_resamples=100)
+    result = dataclasses.replace(result, population_ratio_pooled={}, population_ratio_ci={})
+    out = viz.plot_law_ratios(result, tmp_path / "one.png")
+    assert set(out["series"]) == {"NA / score model (conditional)", "AN / score model (conditional)"}
+    assert out["m"] == [4]
+
+
+def test_law_ratios_refuse_what_they_cannot_draw(tmp_path):
+    result = analyze(np.random.default_rng(0).normal(size=(6, 20, 4, 2)), w=np.array([1.0, 1.0]), n_resamples=100)
+    with pytest.raises(ValueError, match=r"one result per group size; got m = \[4, 4\]"):
+        viz.plot_law_ratios([result, result], tmp_path / "x.png")
+    empty = dataclasses.replace(result, population_ratio_pooled={}, ratio_pooled={"na": float("nan")})
+    with pytest.raises(ValueError, match="no finite positive ratio"):
+        viz.plot_law_ratios(empty, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

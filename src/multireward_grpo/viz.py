@@ -22,6 +22,7 @@ Functions
 ---------
 plot_money_scatter  predicted vs realized gradient MSE per prompt (Theorem 3)
 plot_mse_vs_m       pooled realized MSE against m, with the laws (Theorem 3)
+plot_law_ratios     realized / predicted MSE per m with intervals: population law and score model (Theorem 3)
 plot_influence      per-channel influence of each estimator (Prop 1)
 plot_bias_vs_gamma  removed bias against the model's gamma (Prop 4)
 plot_eval_comparison  held-out rewards of several models, with error bars
@@ -41,8 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from multireward_grpo.analysis.thm3 import Thm3Result
 
 __all__ = [
-    "describe_corpus", "plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_money_scatter",
-    "plot_mse_vs_m", "plot_training_curves", "trailing_mean",
+    "describe_corpus", "plot_bias_vs_gamma", "plot_eval_comparison", "plot_influence", "plot_law_ratios",
+    "plot_money_scatter", "plot_mse_vs_m", "plot_training_curves", "trailing_mean",
 ]
 
 _INSTALL_HINT = 'plotting needs matplotlib: pip install "multireward-grpo[viz]"'
@@ -395,6 +396,97 @@ def plot_mse_vs_m(results_by_m: Mapping[int, Thm3Result] | Sequence[Thm3Result],
     ax.legend(handles=handles, fontsize="small")
     out["path"] = _save(fig, out_path)
     return out
+
+
+_LAW_SERIES = (  # (label, which ratios, key, colour, marker, filled)
+    ("NA / population law", "population", "na", "tab:blue", "o", True),
+    ("AN / population law", "population", "an", "tab:red", "o", True),
+    ("NA / law without finite-m correction", "population", "na_no_correction", "tab:blue", "s", False),
+    ("NA / score model (conditional)", "conditional", "na", "tab:blue", "x", True),
+    ("AN / score model (conditional)", "conditional", "an", "tab:red", "x", True),
+)
+
+
+def plot_law_ratios(results: Thm3Result | Sequence[Thm3Result], out_path, *, title: str | None = None,
+                    source: str | None = None) -> dict:
+    """Realized over predicted gradient MSE at each group size, with intervals, against the line ratio = 1.
+
+    The population-law ratios (NA and AN, and NA against the law without the
+    finite-m correction; :mod:`multireward_grpo.analysis.population`) test
+    Theorem 3 on the rollouts; the conditional ratios only check the score
+    model and sit at about 1 for any rewards when the scores are simulated.
+    Each point carries its bootstrap interval (the results'
+    ``population_ratio_ci`` / ``ratio_ci``, level ``confidence_level``).
+    Results without a population law (e.g. given a correlation only) draw
+    the conditional ratios alone. The ratio axis is logarithmic, so 0.5 and
+    2 sit equally far from 1.
+
+    Parameters
+    ----------
+    results : Thm3Result or sequence of Thm3Result
+        One analysis per group size (distinct ``m``).
+    out_path : str or path-like
+    title : str, optional
+        Replaces the whole title.
+    source : str, optional
+        What the rollouts come from, on the title's second line.
+
+    Returns
+    -------
+    dict
+        ``m`` (sorted list); ``series``: label -> ``{"ratio", "low", "high"}``
+        (lists over m; NaN where a result lacks the ratio or its interval);
+        ``title``, ``path``.
+
+    Raises
+    ------
+    ValueError
+        No results, two results with one m, or no finite positive ratio to draw.
+    """
+    items = sorted(([results] if hasattr(results, "ratio_pooled") else list(results)), key=lambda r: int(r.m))
+    ms = [int(r.m) for r in items]
+    if not items or len(set(ms)) != len(ms):
+        raise ValueError(f"need one result per group size; got m = {ms}")
+    series = {}
+    for label, kind, key, *_ in _LAW_SERIES:
+        rows = [_law_ratio(r, kind, key) for r in items]
+        if any(np.isfinite(row[0]) for row in rows):
+            series[label] = {name: [row[i] for row in rows] for i, name in enumerate(("ratio", "low", "high"))}
+    drawn = [v for s in series.values() for v in s["ratio"] if np.isfinite(v) and v > 0]
+    if not drawn:
+        raise ValueError("no finite positive ratio to draw: every group was degenerate (a constant channel or "
+                         "aggregate); analyze prompts whose rollouts differ")
+    fig = _new_figure((7.0, 5.0))
+    ax = fig.add_subplot()
+    width = 0.6 / len(series)
+    for j, (label, kind, key, color, marker, filled) in enumerate(s for s in _LAW_SERIES if s[0] in series):
+        x = np.arange(len(ms)) + (j - (len(series) - 1) / 2) * width
+        ratio, low, high = (np.asarray(series[label][n], dtype=float) for n in ("ratio", "low", "high"))
+        err = np.vstack([np.where(np.isfinite(low), ratio - low, 0.0), np.where(np.isfinite(high), high - ratio, 0.0)])
+        ax.errorbar(x, ratio, yerr=err, fmt=marker, color=color, mfc=color if filled else "none", capsize=3,
+                    alpha=1.0 if kind == "population" else 0.55, label=label)
+    ax.axhline(1.0, color="0.3", lw=1, label="ratio = 1 (law holds)")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.set_yscale("log")
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FormatStrFormatter("%g"))  # 0.9, not 9 x 10^-1
+    ax.set_xticks(np.arange(len(ms)), [f"m = {m}" for m in ms])
+    level = 100 * float(getattr(items[0], "confidence_level", 0.95))
+    ax.set_ylabel(f"realized / predicted gradient MSE ({level:g}% interval)")
+    full_title = _title("Theorem 3: realized / predicted gradient MSE", source, title)
+    ax.set_title(full_title)
+    ax.legend(fontsize="small")
+    return {"m": ms, "series": series, "title": full_title, "path": _save(fig, out_path)}
+
+
+def _law_ratio(result, kind: str, key: str) -> tuple[float, float, float]:
+    """``(ratio, low, high)`` of one of a result's pooled ratios (NaN where missing)."""
+    pooled = result.population_ratio_pooled if kind == "population" else result.ratio_pooled
+    intervals = result.population_ratio_ci if kind == "population" else result.ratio_ci
+    ratio = (pooled or {}).get(key)
+    low, high = (intervals or {}).get(key, (np.nan, np.nan))
+    return (np.nan if ratio is None else float(ratio)), float(low), float(high)
 
 
 def _by_m(results_by_m) -> list:

@@ -121,6 +121,9 @@ def _write_thm3_plots(results, out_dir: str, channel_names, source: str | None) 
         path = out / f"influence_m{result.m}.png"
         viz.plot_influence(result, str(path), channel_names=channel_names, source=source)
         written.append(str(path))
+    path = out / "law_ratios.png"
+    viz.plot_law_ratios(results, str(path), source=source)
+    written.append(str(path))
     if len(results) > 1:
         path = out / "mse_vs_m.png"
         viz.plot_mse_vs_m({r.m: r for r in results}, str(path), source=source)
