@@ -8,14 +8,15 @@ launcher only announces the config in the environment (``ACCELERATE_USE_FSDP``,
 ``FSDP_*``); :func:`fsdp_settings` reads it and the trainer shards the model
 itself with ``torch.distributed.fsdp.fully_shard``. What happens, and why:
 
-* **Loading.** Every process loads the model on CPU (a model left empty on
-  the meta device, as rank-0-only loading, ``fsdp_cpu_ram_efficient_loading``,
-  leaves ranks > 0 in transformers versions that implement it, is accepted),
-  adds the LoRA adapter, then shards each decoder layer (the model's ``_no_split_modules``, or
-  ``fsdp_transformer_layer_cls_to_wrap``) and the whole model on a 1-D mesh of
-  all processes; ``fully_shard`` moves each shard to its process's device.
-  Every process's parameters and buffers are then set to rank 0's, so the run
-  starts from identical weights, as on the data-parallel path.
+* **Loading.** Every process loads the model on CPU, adds the LoRA adapter,
+  then shards each decoder layer (the model's ``_no_split_modules``, or
+  ``fsdp_transformer_layer_cls_to_wrap``) and the whole model on a 1-D mesh
+  of all processes; ``fully_shard`` moves each shard to its process's
+  device. Every process's parameters and buffers are then set to rank 0's,
+  so the run starts from identical weights, as on the data-parallel path,
+  and a model left empty (meta device) on ranks > 0, as rank-0-only loading
+  (``fsdp_cpu_ram_efficient_loading``) does in transformers versions that
+  implement it, is filled in.
 * **No-grad passes on gathered weights.** Sampling, evaluation and the
   reference and old log-probs run inside :func:`gathered`: every sharded
   module is all-gathered once before the pass and resharded after it, and no
@@ -29,7 +30,11 @@ itself with ``torch.distributed.fsdp.fully_shard``. What happens, and why:
   collectives): the loss is already divided by the global batch's
   denominators, so the sum over processes is the single-process gradient.
   They are reduced on the last micro-batch of each update only; the inner
-  micro-batches accumulate locally, as without sharding.
+  micro-batches accumulate locally, as without sharding (so each process
+  holds a full, unsharded gradient of the trainable weights until then). The
+  prompt cache is not shared in this pass (see
+  :func:`multireward_grpo.train.rollout.micro_logprobs`): FSDP gathers a
+  layer again for the backward through the layer's outputs only.
 * **Clipping and the step.** The gradient norm is the global norm over all
   shards; AdamW updates each process's shard.
 * **Saving.** Weights and optimizer state are gathered into full tensors (one
