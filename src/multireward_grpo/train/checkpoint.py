@@ -126,6 +126,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
+    "save_model",
 ]
 
 _PREFIX = "checkpoint-"
@@ -280,11 +281,15 @@ class Snapshot(NamedTuple):
     optimizer: dict | None = None
 
 
+def save_model(model, folder: Path, weights: dict | None = None) -> None:
+    """``model.save_pretrained(folder)`` (safetensors), from the gathered ``weights`` of a sharded model when given."""
+    model.save_pretrained(folder, **({} if weights is None else {"state_dict": weights}))
+
+
 def _write_contents(trainer, folder: Path, snapshot: Snapshot) -> None:
     import torch
 
-    weights = {} if snapshot.weights is None else {"state_dict": snapshot.weights}
-    trainer.model.save_pretrained(folder / "model", **weights)  # safetensors, the default
+    save_model(trainer.model, folder / "model", snapshot.weights)
     trainer.tokenizer.save_pretrained(folder / "model")
     optimizer = trainer.optimizer.state_dict() if snapshot.optimizer is None else snapshot.optimizer
     torch.save({"optimizer": optimizer, "scheduler": trainer.scheduler.state_dict()}, folder / "optimizer.pt")
@@ -516,9 +521,13 @@ def find_resume_point(config, prompts: Sequence[Any], where: str | Path | None =
 # --------------------------------------------------------------------------- resume: load
 
 
+def _resume_point(trainer, where: str | Path | ResumePoint) -> ResumePoint:
+    return where if isinstance(where, ResumePoint) else find_resume_point(trainer.config, trainer.prompts, where)
+
+
 def load_weights(trainer, where: str | Path | ResumePoint) -> Path:
     """Load a checkpoint's weights (adapter or full model) into ``trainer.model``; returns the checkpoint folder."""
-    point = where if isinstance(where, ResumePoint) else find_resume_point(trainer.config, trainer.prompts, where)
+    point = _resume_point(trainer, where)
     _load_weights(trainer, point.path / "model")
     return point.path
 
@@ -540,9 +549,9 @@ def load_checkpoint(trainer, where: str | Path | ResumePoint, *, weights: bool =
     Path
         The checkpoint folder loaded.
     """
-    point = where if isinstance(where, ResumePoint) else find_resume_point(trainer.config, trainer.prompts, where)
+    point = _resume_point(trainer, where)
     if weights:
-        _load_weights(trainer, point.path / "model")
+        load_weights(trainer, point)
     states = _load_plain(point.path / "optimizer.pt")
     processes = getattr(trainer, "processes", None)
     try:

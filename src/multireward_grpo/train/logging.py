@@ -88,8 +88,8 @@ def update_scalars(iterations, skipped_before: int = 0) -> dict:
         "kl": [it["kl"] for it in iterations],
         "grad_norm": [it["grad_norm"] for it in iterations],
         "clip_frac": [it["clipped_tokens"] / max(it["tokens"], 1.0) for it in iterations],
-        "clip_frac_low": [it.get("clipped_low_tokens", 0.0) / max(it["tokens"], 1.0) for it in iterations],
-        "clip_frac_high": [it.get("clipped_high_tokens", 0.0) / max(it["tokens"], 1.0) for it in iterations],
+        "clip_frac_low": [it["clipped_low_tokens"] / max(it["tokens"], 1.0) for it in iterations],
+        "clip_frac_high": [it["clipped_high_tokens"] / max(it["tokens"], 1.0) for it in iterations],
     }
     scalars = {}
     for key, values in per_key.items():

@@ -47,6 +47,7 @@ Deliberate choices, named here so they are not mistaken for accidents:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -472,12 +473,14 @@ class GRPOTrainer:
         An adapter gets our model card as ``README.md`` (in place of peft's
         template) and the training record :func:`multireward_grpo.hub.push_adapter` reads.
         """
+        from multireward_grpo.train.checkpoint import save_model
+
         path = Path(path)
         weights = self.processes.full_weights(self.model)  # under FSDP every process takes part in the gathering
         if not self.processes.is_main:
             return path
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, **({} if weights is None else {"state_dict": weights}))
+        save_model(self.model, path, weights)
         self.tokenizer.save_pretrained(path)
         if self.config.use_lora:
             from multireward_grpo.hub import write_trainer_card
@@ -587,11 +590,9 @@ class GRPOTrainer:
         if self.config.kl_coef == 0:
             return None
         model = self.model if self.config.use_lora else self.reference
-        with torch.no_grad(), self.processes.inference(model):
-            if self.config.use_lora:
-                with self.model.disable_adapter():
-                    return token_logprobs(self.model, rollouts, **self._logprob_kw())
-            return token_logprobs(self.reference, rollouts, **self._logprob_kw())
+        adapter_off = self.model.disable_adapter() if self.config.use_lora else contextlib.nullcontext()
+        with torch.no_grad(), self.processes.inference(model), adapter_off:
+            return token_logprobs(model, rollouts, **self._logprob_kw())
 
     def _old_logprobs(self, rollouts):
         """The sampling policy's log-probs, for ``num_iterations > 1`` (None: the first pass's own, detached)."""
